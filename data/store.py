@@ -1,0 +1,241 @@
+"""Dataset directories on disk: atomic shard writers and a lazy, memory-bounded reader.
+
+Layout of a dataset::
+
+    DATASET/
+      manifest.json            # commit point: schema version, classes, sensors, shards + sha256
+      frames/<shard>.parquet   # one row group per frame (FRAMES_SCHEMA)
+      labels/<stage>/...       # later stages, same shard names
+      predictions/...          # teacher predictions, same shard names
+
+Every file is written to a temporary name in the same directory, fsynced, then renamed, so a
+reader (or a crashed writer's rerun) never sees a partial file.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .frame import Frame
+from .schema import FRAMES_SCHEMA, IMAGE_COLUMNS, Manifest, ShardInfo, frame_to_table, table_row_to_frame
+from .validate import validate_frame
+
+MANIFEST = "manifest.json"
+FRAMES_DIR = "frames"
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, write_statistics=False)
+
+
+class StoreError(RuntimeError):
+    """A file of a dataset cannot be read or written; the message names the file and the problem."""
+
+
+class ShardError(StoreError):
+    def __init__(self, path: Path | str, problem: str):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path | str):
+    """Yield a temporary path beside ``dest``; on success fsync and rename it onto ``dest``.
+
+    On any error the temporary file is removed and ``dest`` is untouched. OS errors (disk full,
+    permission denied) are re-raised as ``StoreError`` naming ``dest``.
+    """
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+    except OSError as e:
+        raise StoreError(f"cannot write {dest}: {e.strerror or e}") from e
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise StoreError(f"cannot write {dest}: {e.strerror or e}") from e
+        raise
+
+
+def write_bytes_atomic(dest: Path | str, data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def sha256_file(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_frame_shard(root: Path | str, name: str, frames: Iterable[Frame]) -> ShardInfo:
+    """Validate and write ``frames`` as ``frames/<name>.parquet``, one row group per frame."""
+    dest = Path(root) / FRAMES_DIR / f"{name}.parquet"
+    ids: list[str] = []
+    with atomic_path(dest) as tmp:
+        with pq.ParquetWriter(tmp, FRAMES_SCHEMA, **PARQUET_OPTIONS) as writer:
+            for frame in frames:
+                validate_frame(frame)
+                writer.write_table(frame_to_table(frame), row_group_size=1)
+                ids.append(frame.frame_id)
+    return ShardInfo(name=name, path=f"{FRAMES_DIR}/{name}.parquet", frames=len(ids), frame_ids=ids,
+                     bytes=dest.stat().st_size, sha256=sha256_file(dest))
+
+
+def write_manifest(root: Path | str, manifest: Manifest) -> None:
+    data = json.dumps(manifest.to_dict(), indent=1, sort_keys=True).encode() + b"\n"
+    write_bytes_atomic(Path(root) / MANIFEST, data)
+
+
+def read_manifest(root: Path | str) -> Manifest:
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        raise StoreError(f"{path}: missing; is {root} a mwsis dataset (made by `mwsis synth` or `mwsis convert`)?")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path}: corrupt JSON ({e})") from e
+    try:
+        return Manifest.from_dict(d, where=str(path))
+    except ValueError as e:
+        raise StoreError(str(e)) from e
+
+
+class Shard:
+    """One Parquet shard; opening reads only the footer, frames are decoded one row group at a time."""
+
+    def __init__(self, root: Path, info: ShardInfo):
+        self.info = info
+        self.path = root / info.path
+        self._file: pq.ParquetFile | None = None
+
+    def __len__(self) -> int:
+        return self.info.frames
+
+    def _open(self) -> pq.ParquetFile:
+        if self._file is None:
+            if not self.path.exists():
+                raise ShardError(self.path, "missing (listed in the manifest but not on disk)")
+            size = self.path.stat().st_size
+            if size != self.info.bytes:
+                raise ShardError(self.path, f"truncated or modified: {size} bytes on disk, manifest says {self.info.bytes}")
+            try:
+                f = pq.ParquetFile(self.path)
+            except (pa.ArrowException, OSError) as e:
+                raise ShardError(self.path, f"corrupt Parquet ({e})") from e
+            missing = [n for n in FRAMES_SCHEMA.names if n not in f.schema_arrow.names]
+            if missing:
+                raise ShardError(self.path, f"missing columns {missing}")
+            if f.num_row_groups != self.info.frames:
+                raise ShardError(self.path, f"{f.num_row_groups} row groups, manifest says {self.info.frames} frames")
+            self._file = f
+        return self._file
+
+    def frame(self, i: int, images: bool = True) -> Frame:
+        f = self._open()
+        columns = None if images else [n for n in FRAMES_SCHEMA.names if n not in IMAGE_COLUMNS]
+        try:
+            table = f.read_row_group(i, columns=columns)
+        except (pa.ArrowException, OSError) as e:
+            raise ShardError(self.path, f"cannot read frame {i} ({e})") from e
+        frame = table_row_to_frame(table, 0)
+        if frame.frame_id != self.info.frame_ids[i]:
+            raise ShardError(self.path, f"row group {i} holds frame {frame.frame_id}, manifest says {self.info.frame_ids[i]}")
+        return frame
+
+    def read_columns(self, columns: list[str]) -> pa.Table:
+        """All frames of the shard, restricted to ``columns`` (names from ``data.schema``)."""
+        f = self._open()
+        try:
+            return f.read(columns=columns)
+        except (pa.ArrowException, OSError) as e:
+            raise ShardError(self.path, f"cannot read columns {columns} ({e})") from e
+
+    def iter_frames(self, images: bool = True) -> Iterator[Frame]:
+        for i in range(len(self)):
+            yield self.frame(i, images=images)
+
+    __iter__ = iter_frames
+
+    def verify(self) -> None:
+        """Full check: size, checksum, footer and row groups."""
+        self._open()
+        digest = sha256_file(self.path)
+        if digest != self.info.sha256:
+            raise ShardError(self.path, f"checksum mismatch: sha256 {digest[:12]}…, manifest says {self.info.sha256[:12]}…")
+
+
+class Dataset:
+    """A dataset directory opened lazily: only the manifest is read up front."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        self._where: dict[str, tuple[int, int]] = {}
+        for s, info in enumerate(self.manifest.shards):
+            for i, fid in enumerate(info.frame_ids):
+                self._where[fid] = (s, i)
+
+    def __len__(self) -> int:
+        return sum(s.frames for s in self.manifest.shards)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest.class_names)
+
+    @property
+    def frame_ids(self) -> list[str]:
+        return [fid for s in self.manifest.shards for fid in s.frame_ids]
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.manifest.shards)
+
+    def shard(self, key: int | str) -> Shard:
+        """A shard by position or by name (what a SLURM array task asks for)."""
+        if isinstance(key, str):
+            for info in self.manifest.shards:
+                if info.name == key:
+                    return Shard(self.root, info)
+            raise KeyError(f"{self.root}: no shard named {key!r}")
+        return Shard(self.root, self.manifest.shards[key])
+
+    def iter_shards(self) -> Iterator[Shard]:
+        for info in self.manifest.shards:
+            yield Shard(self.root, info)
+
+    def iter_frames(self, images: bool = True) -> Iterator[Frame]:
+        for shard in self.iter_shards():
+            yield from shard.iter_frames(images=images)
+
+    __iter__ = iter_frames
+
+    def frame(self, frame_id: str, images: bool = True) -> Frame:
+        if frame_id not in self._where:
+            raise KeyError(f"{self.root}: no frame {frame_id!r} ({len(self)} frames; see `mwsis info`)")
+        s, i = self._where[frame_id]
+        return self.shard(s).frame(i, images=images)
+
+    def verify(self) -> None:
+        for shard in self.iter_shards():
+            shard.verify()
+
+
+def open_dataset(path: Path | str) -> Dataset:
+    """Open a dataset directory (see the module docstring for its layout)."""
+    return Dataset(path)

@@ -1,0 +1,101 @@
+"""Checks a frame before it is written, so bad input fails loudly and names the frame and field.
+
+Bad input is what real logs contain: empty sweeps, NaN coordinates, projections into cameras the
+frame does not have, boxes outside the image, ground truth of the wrong length, duplicated ids.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .frame import NUM_CLASSES, Frame
+
+
+class FrameError(ValueError):
+    """A frame is unusable. ``frame_id`` and ``field`` say where."""
+
+    def __init__(self, frame_id: str, field: str, problem: str):
+        self.frame_id, self.field, self.problem = frame_id, field, problem
+        super().__init__(f"frame {frame_id}: {field}: {problem}")
+
+
+def validate_frame(frame: Frame, box_tolerance_px: float = 1.0) -> None:
+    """Raise ``FrameError`` on the first problem found; return None for a usable frame."""
+    fid = frame.frame_id
+
+    def fail(field: str, problem: str):
+        raise FrameError(fid, field, problem)
+
+    p = frame.points
+    n = len(p)
+    if n == 0:
+        fail("points", "the frame has no LiDAR points")
+    expected = {"intensity": (n,), "elongation": (n,), "range": (n,), "return_index": (n,), "laser_id": (n,),
+                "row": (n,), "col": (n,), "nlz": (n,), "cam_id": (n, 2), "cam_uv": (n, 2, 2), "xyz": (n, 3)}
+    for name, shape in expected.items():
+        if getattr(p, name).shape != shape:
+            fail(f"points.{name}", f"shape {getattr(p, name).shape}, expected {shape}")
+    for name in ("xyz", "range", "intensity", "elongation"):
+        bad = ~np.isfinite(getattr(p, name))
+        if bad.any():
+            idx = int(np.argwhere(bad)[0][0])
+            fail(f"points.{name}", f"{int(bad.sum())} non-finite values (first at point {idx})")
+
+    lidars = {l.laser_id: l for l in frame.lidars}
+    for laser in np.unique(p.laser_id):
+        lid = lidars.get(int(laser))
+        if lid is None:
+            fail("points.laser_id", f"points from lidar {int(laser)} but the frame has lidars {sorted(lidars)}")
+        sel = p.laser_id == laser
+        if (p.row[sel] < 0).any() or (p.row[sel] >= lid.height).any():
+            fail("points.row", f"rows outside [0, {lid.height}) for lidar {lid.laser_id}")
+        if (p.col[sel] < 0).any() or (p.col[sel] >= lid.width).any():
+            fail("points.col", f"columns outside [0, {lid.width}) for lidar {lid.laser_id}")
+        if len(lid.inclinations) != lid.height:
+            fail(f"lidars[{lid.laser_id}].inclinations", f"{len(lid.inclinations)} values for {lid.height} rows")
+
+    cams = {c.camera_id: c for c in frame.cameras}
+    if len(cams) != len(frame.cameras):
+        fail("cameras", "duplicated camera ids")
+    used = np.unique(p.cam_id[p.cam_id > 0])
+    missing = sorted(set(int(c) for c in used) - set(cams))
+    if missing:
+        fail("points.cam_id", f"projections into cameras {missing} that the frame does not have (has {sorted(cams)})")
+
+    b = frame.boxes2d
+    for cid in np.unique(b.camera_id):
+        if int(cid) not in cams:
+            fail("boxes2d.camera_id", f"boxes on camera {int(cid)} that the frame does not have (has {sorted(cams)})")
+    if len(b):
+        if not np.isfinite(b.xyxy).all():
+            fail("boxes2d.xyxy", "non-finite box coordinates")
+        if ((b.class_id < 0) | (b.class_id >= NUM_CLASSES)).any():
+            fail("boxes2d.class_id", f"class ids outside [0, {NUM_CLASSES})")
+        if ((b.xyxy[:, 2] <= b.xyxy[:, 0]) | (b.xyxy[:, 3] <= b.xyxy[:, 1])).any():
+            fail("boxes2d.xyxy", "boxes with x2 <= x1 or y2 <= y1")
+        w = np.array([cams[int(c)].width for c in b.camera_id])
+        h = np.array([cams[int(c)].height for c in b.camera_id])
+        t = box_tolerance_px
+        out = (b.xyxy[:, 0] < -t) | (b.xyxy[:, 1] < -t) | (b.xyxy[:, 2] > w + t) | (b.xyxy[:, 3] > h + t)
+        if out.any():
+            i = int(np.argmax(out))
+            fail("boxes2d.xyxy", f"box {i} {b.xyxy[i].tolist()} lies outside camera {int(b.camera_id[i])}'s "
+                                 f"{int(w[i])}x{int(h[i])} image")
+        key = b.camera_id.astype(np.int64) * (1 << 40) + b.object_id
+        if len(np.unique(key)) != len(key):
+            fail("boxes2d.object_id", "the same object id appears twice on one camera")
+
+    gt = frame.gt
+    for name in ("point_semantic", "point_instance"):
+        arr = getattr(gt, name)
+        if arr is not None and arr.shape != (n,):
+            fail(f"gt.{name}", f"{arr.shape[0]} labels for {n} points")
+    if gt.masks is not None:
+        for i, rle in enumerate(gt.masks.rles):
+            cid = int(gt.masks.camera_id[i])
+            cam = cams.get(cid)
+            if cam is None:
+                fail("gt.masks.camera_id", f"mask {i} on camera {cid} that the frame does not have")
+            if list(rle["size"]) != [cam.height, cam.width]:
+                fail("gt.masks.size", f"mask {i} is {rle['size']}, camera {cid} is {[cam.height, cam.width]}")
+    if gt.boxes3d is not None and len(np.unique(gt.boxes3d.object_id)) != len(gt.boxes3d):
+        fail("gt.boxes3d.object_id", "duplicated object ids")

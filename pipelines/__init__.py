@@ -1,0 +1,1 @@
+"""Stages, scheduling and the `mwsis` CLI: the only code that touches the filesystem (through `data/`)."""

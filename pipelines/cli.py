@@ -1,0 +1,114 @@
+"""The ``mwsis`` command line. Each command is a thin wrapper over a function in ``pipelines/``."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from ..data.store import StoreError, open_dataset
+from ..data.validate import FrameError
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class _Group(click.Group):
+    """Turns our own data errors into one clear line and exit code 1 instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (StoreError, FrameError, KeyError) as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            raise click.ClickException(str(msg)) from e
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="mwsis")
+def main(verbose: bool) -> None:
+    """mwsis: 2D boxes + camera + LiDAR in, 2D and 3D instance pseudo labels and segmentors out.
+
+    A dataset is a directory with manifest.json and Parquet shards (see README, "Data model").
+    Start with `mwsis synth --preset tiny --frames 8 --out DATA`, then `mwsis info DATA`.
+    """
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.option("--preset", type=click.Choice(["tiny", "waymo"]), default="tiny", show_default=True,
+              help="tiny: 16x512 LiDAR, 2 small cameras (tests). waymo: 64x2650 TOP LiDAR, 5 cameras.")
+@click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Number of frames.")
+@click.option("--frames-per-sequence", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Frames per sequence; one shard per sequence.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Dataset directory to write.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes (one shard each).")
+@click.option("--camera-size", type=(int, int), default=None, metavar="W H",
+              help="Override the camera resolution (waymo default 960 640).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def synth(preset, frames, frames_per_sequence, seed, out, workers, camera_size, no_progress):
+    """Render synthetic street scenes (LiDAR + cameras + exact ground truth) into a dataset.
+
+    Reruns resume: finished shards are kept, missing ones are rendered.
+    """
+    from .synth import synth_dataset
+
+    overrides = {"camera_size": tuple(camera_size)} if camera_size else {}
+    m = synth_dataset(out, preset, frames, seed, frames_per_sequence, workers, overrides,
+                      show_progress=not no_progress)
+    click.echo(f"{out}: {sum(s.frames for s in m.shards)} frames in {len(m.shards)} shards")
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (keys: frames, points_per_frame, "
+              "range_image_shape, boxes_per_class, ground_truth, ...).")
+@click.option("--verify", is_flag=True, help="Also check every shard's checksum.")
+def info(dataset, as_json, verify):
+    """Summarise a dataset: frames, points per frame, range-image shape, boxes per class, ground truth."""
+    from ..data.summary import summarize
+    from .progress import progress_bar
+
+    ds = open_dataset(dataset)
+    if verify:
+        ds.verify()
+    with progress_bar(total=len(ds), unit="frame", desc="info", enabled=len(ds) > 500 and not as_json) as bar:
+        s = summarize(ds, progress=bar.update)
+    if as_json:
+        click.echo(json.dumps(s, indent=1))
+        return
+    click.echo(f"dataset            {dataset}")
+    click.echo(f"frames             {s['frames']} in {s['shards']} shards" + (" (checksums OK)" if verify else ""))
+    click.echo(f"points per frame   {s['points_per_frame']:.0f} (min {s['points_min']}, max {s['points_max']})")
+    click.echo(f"range image (TOP)  {s['range_image_shape']}")
+    click.echo("cameras            " + ", ".join(f"{c['name']} {c['width']}x{c['height']}" for c in s["sensors"].get("cameras", [])))
+    click.echo("boxes per class    " + ", ".join(f"{k} {v}" for k, v in s["boxes_per_class"].items()))
+    click.echo("ground truth       " + (", ".join(s["ground_truth"]) or "none"))
+    click.echo(f"first frame        {s['first_frame_id']}")
+
+
+@main.group()
+def viz():
+    """Pictures of frames (PNG)."""
+
+
+@viz.command("frame")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.argument("frame_id")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for the PNGs.")
+@click.option("--points", is_flag=True, help="Also draw the projected LiDAR points on the camera images.")
+def viz_frame_cmd(dataset, frame_id, out, points):
+    """Bird's-eye view (by instance), range image, and every camera with boxes and masks."""
+    from .viz import viz_frame
+
+    for path in viz_frame(dataset, frame_id, out, points_on_images=points):
+        click.echo(str(path))
+
+
+if __name__ == "__main__":
+    main()
