@@ -225,10 +225,14 @@ class Dataset:
 
     __iter__ = iter_frames
 
-    def frame(self, frame_id: str, images: bool = True) -> Frame:
+    def locate(self, frame_id: str) -> tuple[int, int]:
+        """(shard position, row within the shard) of a frame."""
         if frame_id not in self._where:
             raise KeyError(f"{self.root}: no frame {frame_id!r} ({len(self)} frames; see `mwsis info`)")
-        s, i = self._where[frame_id]
+        return self._where[frame_id]
+
+    def frame(self, frame_id: str, images: bool = True) -> Frame:
+        s, i = self.locate(frame_id)
         return self.shard(s).frame(i, images=images)
 
     def verify(self) -> None:

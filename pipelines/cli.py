@@ -110,5 +110,14 @@ def viz_frame_cmd(dataset, frame_id, out, points):
         click.echo(str(path))
 
 
+def _register() -> None:
+    from .cli_labels import eval_labels_cmd, pseudolabels_cmd, stage_cmd
+
+    for cmd in (stage_cmd, pseudolabels_cmd, eval_labels_cmd):
+        main.add_command(cmd)
+
+
+_register()
+
 if __name__ == "__main__":
     main()

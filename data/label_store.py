@@ -1,0 +1,89 @@
+"""Label shards of a stage: ``DATASET/labels/<stage>/<shard>.parquet``, aligned with the frame shards."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .schema.labels import (LABELS_SCHEMA, FrameLabels, label_metadata, labels_to_table, read_label_metadata,
+                            table_row_to_labels)
+from .store import PARQUET_OPTIONS, Dataset, ShardError, atomic_path, sha256_file
+
+LABELS_DIR = "labels"
+
+
+def label_shard_path(root: Path | str, stage: str, shard: str) -> Path:
+    return Path(root) / LABELS_DIR / stage / f"{shard}.parquet"
+
+
+def write_label_shard(root: Path | str, stage: str, shard: str, rows: Iterable[FrameLabels],
+                      config: dict, code_version: str, inputs: dict) -> Path:
+    """Write a stage's labels for one shard atomically; metadata records config, version and inputs."""
+    dest = label_shard_path(root, stage, shard)
+    schema = LABELS_SCHEMA.with_metadata(label_metadata(stage, config, code_version, inputs))
+    with atomic_path(dest) as tmp:
+        with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
+            for row in rows:
+                writer.write_table(labels_to_table(row).replace_schema_metadata(schema.metadata), row_group_size=1)
+    return dest
+
+
+def label_shard_metadata(root: Path | str, stage: str, shard: str) -> dict | None:
+    """The metadata of a finished label shard, or None when it does not exist or cannot be read."""
+    path = label_shard_path(root, stage, shard)
+    if not path.exists():
+        return None
+    try:
+        return read_label_metadata(pq.read_schema(path).metadata)
+    except (pa.ArrowException, OSError):
+        return None  # a broken file counts as not done: the stage rewrites it
+
+
+def label_shard_checksum(root: Path | str, stage: str, shard: str) -> str:
+    return sha256_file(label_shard_path(root, stage, shard))
+
+
+class LabelShard:
+    """Reads one stage's labels for one frame shard, a frame at a time."""
+
+    def __init__(self, ds: Dataset, stage: str, shard: str):
+        self.path = label_shard_path(ds.root, stage, shard)
+        self.stage, self.shard = stage, shard
+        if not self.path.exists():
+            raise ShardError(self.path, f"missing: stage '{stage}' has not been run on shard '{shard}' "
+                                        f"(run `mwsis stage {stage} --data {ds.root}`)")
+        try:
+            self._file = pq.ParquetFile(self.path)
+        except (pa.ArrowException, OSError) as e:
+            raise ShardError(self.path, f"corrupt Parquet ({e})") from e
+        self.metadata = read_label_metadata(self._file.schema_arrow.metadata)
+
+    def __len__(self) -> int:
+        return self._file.num_row_groups
+
+    def labels(self, i: int) -> FrameLabels:
+        try:
+            return table_row_to_labels(self._file.read_row_group(i), 0)
+        except (pa.ArrowException, OSError) as e:
+            raise ShardError(self.path, f"cannot read frame {i} ({e})") from e
+
+    def __iter__(self) -> Iterator[FrameLabels]:
+        for i in range(len(self)):
+            yield self.labels(i)
+
+
+def read_frame_labels(ds: Dataset, stage: str, frame_id: str) -> FrameLabels:
+    """One frame's labels from one stage (random access by frame id)."""
+    s, i = ds.locate(frame_id)
+    labels = LabelShard(ds, stage, ds.manifest.shards[s].name).labels(i)
+    if labels.frame_id != frame_id:
+        raise ShardError(label_shard_path(ds.root, stage, ds.manifest.shards[s].name),
+                         f"row {i} holds frame {labels.frame_id}, expected {frame_id}")
+    return labels
+
+
+def stages_with_labels(ds: Dataset) -> list[str]:
+    d = ds.root / LABELS_DIR
+    return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.exists() else []

@@ -1,0 +1,117 @@
+"""CLI commands of the pseudo-label pipeline: ``stage``, ``pseudolabels``, ``eval-labels``, ``bench``."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .stages import STAGES
+
+_STAGE_HELP = "\n".join(f"  {name:<8} {spec.doc}" for name, spec in STAGES.items())
+
+
+def _configs(sets: tuple[str, ...], sam_checkpoint: str | None) -> dict:
+    from .stages import parse_overrides
+
+    try:
+        cfg = parse_overrides(list(sets))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--set") from e
+    if sam_checkpoint:
+        cfg.setdefault("sam", {})["checkpoint"] = sam_checkpoint
+    return cfg
+
+
+def _report(results) -> None:
+    failed = [r for r in results if r.status == "failed"]
+    done = sum(r.status == "done" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    click.echo(f"{done} shards written, {skipped} up to date or skipped, {len(failed)} failed", err=True)
+    for r in failed:
+        click.echo(f"FAILED {r.stage}/{r.shard}: {r.error}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+_set_option = click.option("--set", "sets", multiple=True, metavar="SECTION.FIELD=VALUE",
+                           help="Override a config field, e.g. --set spg.fg_thresh=0.05 (repeatable).")
+_sam_option = click.option("--sam-checkpoint", type=str, default=None, envvar="SAM_CHECKPOINT",
+                           help="SAM weights (vit_h/l/b .pth) for the sam stage; 'tiny' = tiny random SAM (tests).")
+
+
+@click.command("stage", help=f"Run one stage on a slice of shards.\n\n\b\nStages:\n{_STAGE_HELP}\n\n"
+               "Without --shard-index/--num-shards the slice comes from SLURM_ARRAY_TASK_ID and "
+               "SLURM_ARRAY_TASK_COUNT when set, else it is every shard. Finished shards are skipped "
+               "unless --force or their config or inputs changed.")
+@click.argument("name", type=click.Choice(list(STAGES)))
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
+@click.option("--shard-index", type=int, default=None, help="This task's slice (0-based).")
+@click.option("--num-shards", type=int, default=None, help="Number of slices the shards are split into.")
+@click.option("--force", is_flag=True, help="Recompute finished shards.")
+@_set_option
+@_sam_option
+def stage_cmd(name, data, shard_index, num_shards, force, sets, sam_checkpoint):
+    from ..data.store import open_dataset
+    from .progress import progress_bar
+    from .runner import resolved_config, run_stage_shard, slice_shards
+    from .stages import build_configs
+
+    ds = open_dataset(data)
+    try:
+        positions = slice_shards(ds.num_shards, shard_index, num_shards)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    cfg = resolved_config(name, _configs(sets, sam_checkpoint))
+    spec = STAGES[name]
+    reason = spec.skip_reason(build_configs(spec.sections, cfg)) if spec.skip_reason else None
+    if reason:
+        click.echo(f"stage {name} skipped: {reason}", err=True)
+        return
+    # one stage only: its dependencies must exist already (`mwsis pseudolabels` runs the whole graph)
+    with progress_bar(sum(ds.manifest.shards[p].frames for p in positions), "frame", name) as bar:
+        results = [run_stage_shard(str(ds.root), name, cfg, p, force, tick=bar.update) for p in positions]
+    _report(results)
+
+
+@click.command("pseudolabels")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
+@click.option("--stages", default="frustum,ccl,dcs,spg,sam", show_default=True,
+              help="Comma-separated stages; dependencies are added.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes (one shard each).")
+@click.option("--force", is_flag=True, help="Recompute finished shards.")
+@click.option("--eval/--no-eval", "do_eval", default=True, show_default=True,
+              help="Print the quality table when the dataset has ground truth.")
+@_set_option
+@_sam_option
+def pseudolabels_cmd(data, stages, workers, force, do_eval, sets, sam_checkpoint):
+    """Run the pseudo-label stage graph locally over a process pool, then print the quality table."""
+    from .runner import run_stages
+
+    results = run_stages(data, [s.strip() for s in stages.split(",") if s.strip()],
+                         _configs(sets, sam_checkpoint), workers=workers, force=force)
+    if do_eval and not any(r.status == "failed" for r in results):
+        from .eval_labels import evaluate_labels, format_table
+
+        res = evaluate_labels(data)
+        if res["frames"]:
+            click.echo(format_table(res))
+    _report(results)
+
+
+@click.command("eval-labels")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
+@click.option("--stages", default=None, help="Comma-separated stages (default: every stage with labels).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the result as JSON (keys: frames, and per stage miou, ap, ap50, ap75, per_class).")
+def eval_labels_cmd(data, stages, json_path):
+    """Score each stage's pseudo labels against ground truth (point IoU/mIoU, instance AP, SAM mask IoU)."""
+    from ..data.store import write_bytes_atomic
+    from .eval_labels import evaluate_labels, format_table
+
+    res = evaluate_labels(data, [s for s in stages.split(",")] if stages else None)
+    if not res["frames"]:
+        raise click.ClickException(f"{data}: no frame has per-point ground truth; nothing to evaluate")
+    click.echo(format_table(res))
+    if json_path:
+        write_bytes_atomic(json_path, (json.dumps(res, indent=1) + "\n").encode())

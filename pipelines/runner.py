@@ -1,0 +1,160 @@
+"""Runs pseudo-label stages over shards: slicing (SLURM arrays), resume, failure isolation, process pools.
+
+A stage is a pure per-frame function (``StageSpec.label_frame``) plus its dependencies and config.
+The runner alone reads frame and label shards and writes label shards, through ``data/``:
+
+* one output shard per frame shard, written atomically (nothing partial is ever visible);
+* a finished shard is skipped unless ``force``, or unless its recorded config, code version or input
+  checksums differ from the current ones (then it is recomputed);
+* a failing frame fails its shard with the frame id and the cause; the other shards go on, and the
+  caller gets every failure back to report and to set the exit code.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from .. import __version__
+from ..data.label_store import LabelShard, label_shard_checksum, label_shard_metadata, write_label_shard
+from ..data.store import StoreError, open_dataset
+from .progress import progress_bar
+from .stages import STAGES, build_configs, resolve_order
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardResult:
+    stage: str
+    shard: str
+    status: str  # "done", "skipped", "failed"
+    frames: int
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def slice_shards(num_shards: int, shard_index: int | None = None, num_slices: int | None = None) -> list[int]:
+    """Shard positions for task ``shard_index`` of ``num_slices`` (round robin).
+
+    Without arguments the slice comes from ``SLURM_ARRAY_TASK_ID`` / ``SLURM_ARRAY_TASK_COUNT`` (offset by
+    ``SLURM_ARRAY_TASK_MIN``) when they are set, else it is every shard.
+    """
+    if shard_index is None and num_slices is None and "SLURM_ARRAY_TASK_ID" in os.environ:
+        task = int(os.environ["SLURM_ARRAY_TASK_ID"]) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", 0))
+        shard_index, num_slices = task, int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1))
+    if shard_index is None and num_slices is None:
+        return list(range(num_shards))
+    if shard_index is None or num_slices is None or not 0 <= shard_index < num_slices:
+        raise ValueError(f"--shard-index {shard_index} / --num-shards {num_slices}: need 0 <= index < count")
+    return list(range(shard_index, num_shards, num_slices))
+
+
+def shard_inputs(root: Path, stage: str, shard_name: str, frames_sha256: str) -> dict:
+    """Checksums of everything a stage's output shard depends on."""
+    inputs = {"frames": frames_sha256}
+    for dep in STAGES[stage].depends:
+        try:
+            inputs[f"labels/{dep}"] = label_shard_checksum(root, dep, shard_name)
+        except FileNotFoundError:
+            raise StoreError(f"{root}/labels/{dep}/{shard_name}.parquet: missing; stage '{stage}' needs stage "
+                             f"'{dep}' first (run `mwsis stage {dep} --data {root}`)") from None
+    return inputs
+
+
+def resolved_config(stage: str, overrides: dict[str, dict] | None = None) -> dict:
+    """The stage's config sections as plain JSON values (what its output shards record)."""
+    cfgs = build_configs(STAGES[stage].sections, overrides or {})
+    return json.loads(json.dumps({k: asdict(v) for k, v in cfgs.items()}))
+
+
+def run_stage_shard(root: str, stage: str, config: dict, shard_pos: int, force: bool = False,
+                    tick=None) -> ShardResult:
+    """Label one shard with one stage. Never raises for data problems: they come back as 'failed'.
+
+    ``config`` is ``resolved_config(stage, ...)``: {section: {field: value}}.
+    """
+    t0 = time.time()
+    spec = STAGES[stage]
+    ds = open_dataset(root)
+    info = ds.manifest.shards[shard_pos]
+    try:
+        inputs = shard_inputs(ds.root, stage, info.name, info.sha256)
+        expected = {"stage": stage, "config": config, "code_version": __version__, "inputs": inputs}
+        if not force and label_shard_metadata(ds.root, stage, info.name) == expected:
+            if tick:
+                tick(info.frames)
+            return ShardResult(stage, info.name, "skipped", info.frames, time.time() - t0)
+        cfg = build_configs(spec.sections, config)
+        ctx = spec.setup(cfg) if spec.setup else None
+        deps = {d: LabelShard(ds, d, info.name) for d in spec.depends}
+
+        def rows():
+            for i, frame in enumerate(ds.shard(shard_pos).iter_frames(images=spec.needs_images)):
+                dep_labels = {d: s.labels(i) for d, s in deps.items()}
+                for d, lab in dep_labels.items():
+                    if lab.frame_id != frame.frame_id:
+                        raise StoreError(f"labels/{d}/{info.name}: row {i} is frame {lab.frame_id}, "
+                                         f"frames shard has {frame.frame_id} (mismatched ids; rerun stage '{d}')")
+                try:
+                    out = spec.label_frame(frame, dep_labels, cfg, ctx)
+                except Exception as e:  # name the frame, keep the cause
+                    raise RuntimeError(f"frame {frame.frame_id}: {type(e).__name__}: {e}") from e
+                if tick:
+                    tick(1)
+                yield out
+
+        write_label_shard(ds.root, stage, info.name, rows(), config, __version__, inputs)
+        return ShardResult(stage, info.name, "done", info.frames, time.time() - t0)
+    except Exception as e:
+        log.debug("stage %s shard %s failed:\n%s", stage, info.name, traceback.format_exc())
+        return ShardResult(stage, info.name, "failed", info.frames, time.time() - t0, str(e))
+
+
+def run_stages(root: Path | str, stages: list[str], configs: dict[str, dict] | None = None,
+               shard_positions: list[int] | None = None, workers: int = 1, force: bool = False,
+               show_progress: bool = True) -> list[ShardResult]:
+    """Run ``stages`` (plus what they depend on, in graph order) over the given shards.
+
+    ``configs`` holds overrides per config section, e.g. ``{"spg": {"fg_thresh": 0.05}}``.
+    """
+    ds = open_dataset(root)
+    positions = list(range(ds.num_shards)) if shard_positions is None else shard_positions
+    configs = configs or {}
+    results: list[ShardResult] = []
+    for stage in resolve_order(stages):
+        spec = STAGES[stage]
+        cfg_dict = resolved_config(stage, configs)
+        reason = spec.skip_reason(build_configs(spec.sections, cfg_dict)) if spec.skip_reason else None
+        if reason:
+            log.warning("stage %s skipped: %s", stage, reason)
+            results.append(ShardResult(stage, "*", "skipped", 0, 0.0, reason))
+            continue
+        frames = sum(ds.manifest.shards[p].frames for p in positions)
+        with progress_bar(total=frames, unit="frame", desc=stage, enabled=show_progress) as bar:
+            if workers <= 1 or len(positions) <= 1:
+                batch = [run_stage_shard(str(ds.root), stage, cfg_dict, p, force, tick=bar.update) for p in positions]
+            else:
+                batch = []
+                with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+                    futs = [pool.submit(run_stage_shard, str(ds.root), stage, cfg_dict, p, force) for p in positions]
+                    for fut in as_completed(futs):
+                        res = fut.result()
+                        bar.update(res.frames)
+                        batch.append(res)
+                batch.sort(key=lambda r: r.shard)
+        for r in batch:
+            if r.status == "failed":
+                log.error("stage %s shard %s failed: %s", stage, r.shard, r.error)
+        done = [r for r in batch if r.status == "done"]
+        log.info("stage %s: %d shards written, %d up to date, %d failed (%d frames, %.1f s)", stage, len(done),
+                 sum(r.status == "skipped" for r in batch), sum(r.status == "failed" for r in batch),
+                 sum(r.frames for r in batch), sum(r.seconds for r in batch))
+        results += batch
+    return results

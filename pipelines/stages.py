@@ -1,0 +1,193 @@
+"""The pseudo-label stage graph (MWSIS §3.3 and the SAM baseline of §4.3).
+
+Each stage is a pure per-frame function from a ``Frame`` (plus the labels of the stages it depends on)
+to ``FrameLabels``; ``runner.py`` schedules them over shards. Stages and what they write:
+
+    frustum   every point inside a 2D box takes the box's class          (Tab. 4, "2D Box", no module)
+    ccl       frustum + largest CCL cluster per box (Eq. 4 alone)        (Tab. 4, "CCL")
+    dcs       DCS ring-segment ids, column ``segment``                   (§3.3, Appendix A.1)
+    spg       Eq. 3 on the dcs segments, then Eq. 4            needs dcs  (Tab. 4, "CCL + SPG")
+    sam       SAM masks from box prompts, lifted to points, largest CCL cluster per box (Tab. 2/4 "SAM")
+
+Configs are per section: the 3D stages share ``spg`` (``SPGConfig``: eligibility, thresholds, radii,
+DCS settings), ``sam`` adds ``SAMConfig``. A stage's output shard records the sections it uses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..data.frame import Frame
+from ..data.schema.labels import FrameLabels, LabelMasks
+from ..pseudolabel.frustum import Claims
+from ..pseudolabel.spg import (SPGConfig, _frame_eligible, ccl_frame, ccl_labels, frame_segments, frustum_frame,
+                               spg_frame)
+
+
+@dataclass(frozen=True)
+class SAMConfig:
+    """SAM box prompts. ``checkpoint``: a local vit_h/l/b file, or "tiny" for a tiny randomly initialised
+    SAM (tests and plumbing checks only: its masks are meaningless). None skips the stage."""
+
+    checkpoint: str | None = None
+    model_type: str = "auto"  # vit_h | vit_l | vit_b | auto (from the weights)
+    batch_size: int = 64  # boxes per predict_torch call
+    device: str | None = None  # default: CUDA when available
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    label_frame: Callable[[Frame, dict, dict, Any], FrameLabels]
+    sections: tuple[str, ...] = ("spg",)
+    depends: tuple[str, ...] = ()
+    needs_images: bool = False
+    setup: Callable[[dict], Any] | None = None  # per process, e.g. load a model once
+    skip_reason: Callable[[dict], str | None] | None = None
+    doc: str = ""
+
+
+CONFIG_TYPES = {"spg": SPGConfig, "sam": SAMConfig}
+
+
+def build_configs(sections: tuple[str, ...], overrides: dict[str, dict]) -> dict:
+    """Config objects of ``sections`` with ``overrides`` ({section: {field: value}}; JSON lists -> tuples)."""
+    def fix(d):
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+    out = {}
+    for s in sections:
+        try:
+            out[s] = CONFIG_TYPES[s](**fix(overrides.get(s, {})))
+        except TypeError as e:
+            raise ValueError(f"config section '{s}': {e}") from e
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """``["spg.fg_thresh=0.05", "sam.checkpoint=/w/sam.pth"]`` -> {"spg": {"fg_thresh": 0.05}, ...} (YAML values)."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in CONFIG_TYPES:
+            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION in {list(CONFIG_TYPES)}")
+        out.setdefault(section, {})[name] = yaml.safe_load(value)
+    return out
+
+
+def _sizes(frame: Frame) -> dict[int, tuple[int, int]]:
+    return {c.camera_id: (c.width, c.height) for c in frame.cameras}
+
+
+def one_instance_per_object(instance: np.ndarray, object_id: np.ndarray) -> np.ndarray:
+    """Give boxes that share an ``object_id`` (one object seen by several cameras) one instance id: that of
+    the object's first box. The authors keep one instance per box, which splits such objects in two."""
+    if not len(object_id):
+        return instance
+    _, first = np.unique(object_id, return_index=True)
+    canon = np.zeros(len(object_id) + 1, np.int32)
+    canon[1:] = first[np.unique(object_id, return_inverse=True)[1]] + 1
+    return canon[instance]
+
+
+def _labels(frame: Frame, sem, inst, **extra) -> FrameLabels:
+    return FrameLabels(frame.frame_id, semantic=sem, instance=one_instance_per_object(inst, frame.boxes2d.object_id),
+                       **extra)
+
+
+def _frustum(frame, deps, cfg, ctx):
+    return _labels(frame, *frustum_frame(frame.points, frame.boxes2d, _sizes(frame), cfg["spg"]))
+
+
+def _ccl(frame, deps, cfg, ctx):
+    return _labels(frame, *ccl_frame(frame.points, frame.boxes2d, _sizes(frame), cfg["spg"]))
+
+
+def _dcs(frame, deps, cfg, ctx):
+    return FrameLabels(frame.frame_id, segment=frame_segments(frame.points, cfg["spg"], frame.range_image_shape))
+
+
+def _spg(frame, deps, cfg, ctx):
+    seg = deps["dcs"].segment
+    if seg is None or seg.shape[0] != len(frame.points):
+        raise ValueError(f"labels/dcs: segment ids missing or of wrong length for {len(frame.points)} points")
+    sem, inst, _ = spg_frame(frame.points, frame.boxes2d, _sizes(frame), cfg["spg"], segment_id=seg)
+    return _labels(frame, sem, inst, segment=seg)
+
+
+def _sam_setup(cfg):
+    from ..pseudolabel.sam_prompt import build_sam, make_predictor, tiny_sam
+
+    c = cfg["sam"]
+    sam = tiny_sam(seed=0) if c.checkpoint == "tiny" else build_sam(c.checkpoint, c.model_type, c.device)
+    return make_predictor(sam)
+
+
+def _sam_skip(cfg):
+    return None if cfg["sam"].checkpoint else "no SAM checkpoint given (--sam-checkpoint PATH or SAM_CHECKPOINT=PATH)"
+
+
+def _sam(frame, deps, cfg, predictor):
+    """One set_image per camera, all its boxes batched; masks lifted to points, then Eq. 4 per box."""
+    from ..pseudolabel.sam_prompt import lift_masks_to_points, masks_to_rle, segment_boxes
+
+    b = frame.boxes2d
+    cam_ids, box_idx, scores, rles, point_l, box_l = [], [], [], [], [], []
+    eligible = _frame_eligible(frame.points, cfg["spg"])
+    for cam in frame.cameras:
+        idx = np.flatnonzero(b.camera_id == cam.camera_id)
+        if not len(idx):
+            continue
+        masks, sc = segment_boxes(predictor, cam.image(), b.xyxy[idx], batch_size=cfg["sam"].batch_size)
+        lifted = lift_masks_to_points(frame.points.cam_id, frame.points.cam_uv, np.full(len(idx), cam.camera_id),
+                                      masks, (cam.width, cam.height), valid=eligible)
+        point_l.append(lifted.point)
+        box_l.append(idx[lifted.box].astype(np.int32))  # mask k of this camera -> frame box index
+        cam_ids.append(np.full(len(idx), cam.camera_id, np.int8))
+        box_idx.append(idx.astype(np.int32))
+        scores.append(sc.astype(np.float32))
+        rles += masks_to_rle(masks)
+    point = np.concatenate(point_l) if point_l else np.zeros(0, np.int64)
+    box = np.concatenate(box_l) if box_l else np.zeros(0, np.int32)
+    order = np.lexsort((box, point))
+    claims = Claims(point[order], box[order], len(frame.points), len(b))
+    sem, inst = ccl_labels(frame.points.xyz, claims, b.class_id, eligible, frame.points.range, cfg["spg"],
+                           box_owner=b.object_id)
+    cat = (lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t))
+    box_index = cat(box_idx, np.int32)
+    masks2d = LabelMasks(cat(cam_ids, np.int8), box_index, b.class_id[box_index].astype(np.int8),
+                         cat(scores, np.float32), rles)
+    return _labels(frame, sem, inst, masks2d=masks2d)
+
+
+STAGES: dict[str, StageSpec] = {s.name: s for s in [
+    StageSpec("frustum", _frustum, doc="points inside 2D boxes take the box class (no correction)"),
+    StageSpec("ccl", _ccl, doc="frustum + largest CCL cluster per box (Eq. 4)"),
+    StageSpec("dcs", _dcs, doc="DCS ring-segment ids on the TOP range image"),
+    StageSpec("spg", _spg, depends=("dcs",), doc="Eq. 3 ring-segment proportions, then Eq. 4"),
+    StageSpec("sam", _sam, sections=("spg", "sam"), needs_images=True, setup=_sam_setup, skip_reason=_sam_skip,
+              doc="SAM box-prompt masks lifted to points + largest CCL cluster"),
+]}
+
+
+def resolve_order(stages: list[str]) -> list[str]:
+    """``stages`` plus their dependencies, dependencies first, in registry order."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise KeyError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
+    need: set[str] = set()
+
+    def add(s):
+        if s not in need:
+            need.add(s)
+            for d in STAGES[s].depends:
+                add(d)
+
+    for s in stages:
+        add(s)
+    return [s for s in STAGES if s in need]
