@@ -122,17 +122,25 @@ def range_view(frame: Frame, semantic=None, instance=None, laser_id: int = TOP_L
 
 
 def camera_view(frame: Frame, camera_id: int, masks: bool = True, points: bool = False,
-                semantic=None, instance=None) -> np.ndarray:
-    """A camera image with its 2D boxes (class colour, object id) and ground-truth masks overlaid."""
+                semantic=None, instance=None, label_masks: list[tuple[int, dict]] | None = None) -> np.ndarray:
+    """A camera image with its 2D boxes (class colour, object id) and masks overlaid.
+
+    ``masks``: draw the ground-truth masks; ``label_masks``: (colour id, RLE) pairs to draw instead
+    (e.g. a stage's SAM masks); ``points``: the projected points, coloured like ``point_colors``.
+    """
     from PIL import Image, ImageDraw
+    from pycocotools import mask as mask_utils
 
     cam = frame.camera(camera_id)
     img = cam.image().astype(np.float32)
     gt = frame.gt.masks
-    if masks and gt is not None:
-        for i in np.flatnonzero(gt.camera_id == camera_id):
-            m = gt.decode(int(i))
-            img[m] = 0.5 * img[m] + 0.5 * instance_colors(np.array([gt.object_id[i]]))[0]
+    overlay: list[tuple[int, np.ndarray]] = []
+    if label_masks is not None:
+        overlay = [(cid, mask_utils.decode(rle).astype(bool)) for cid, rle in label_masks]
+    elif masks and gt is not None:
+        overlay = [(int(gt.object_id[i]), gt.decode(int(i))) for i in np.flatnonzero(gt.camera_id == camera_id)]
+    for cid, m in overlay:
+        img[m] = 0.5 * img[m] + 0.5 * instance_colors(np.array([cid]))[0]
     if points:
         colors = point_colors(frame, semantic, instance)
         for slot in range(2):
@@ -150,3 +158,25 @@ def camera_view(frame: Frame, camera_id: int, masks: bool = True, points: bool =
         draw.text((x1 + 2, y1 + 1), f"{CLASS_NAMES[boxes.class_id[i]]} {boxes.object_id[i]}", fill=color)
     draw.text((4, 4), f"{cam.name} ({len(boxes)} boxes)", fill=(255, 255, 255))
     return np.asarray(pil)
+
+
+def segment_view(frame: Frame, segment: np.ndarray, laser_id: int = TOP_LIDAR) -> np.ndarray:
+    """The range image (first return on top, second below) coloured by DCS ring segment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lid = frame.lidar(laser_id)
+    sel = (frame.points.laser_id == laser_id) & (segment >= 0)
+    img = np.zeros((2, lid.height, lid.width, 3), np.uint8)
+    p = frame.points
+    img[p.return_index[sel], p.row[sel], p.col[sel]] = instance_colors(segment[sel].astype(np.int64) + 1)
+    aspect = max(lid.width / lid.height / 12, 1.0)
+    fig, axes = plt.subplots(2, 1, figsize=(14, 4), dpi=110)
+    for r, ax in enumerate(axes):
+        ax.imshow(img[r], aspect=aspect, interpolation="nearest")
+        ax.set_title(f"DCS ring segments, return {r + 1} ({len(np.unique(segment[sel]))} segments in the frame)")
+        ax.set_yticks([])
+    fig.tight_layout()
+    return _figure_to_array(fig)

@@ -111,9 +111,9 @@ def viz_frame_cmd(dataset, frame_id, out, points):
 
 
 def _register() -> None:
-    from .cli_labels import eval_labels_cmd, pseudolabels_cmd, stage_cmd
+    from .cli_labels import bench_cmd, eval_labels_cmd, pseudolabels_cmd, stage_cmd
 
-    for cmd in (stage_cmd, pseudolabels_cmd, eval_labels_cmd):
+    for cmd in (stage_cmd, pseudolabels_cmd, eval_labels_cmd, bench_cmd):
         main.add_command(cmd)
 
 

@@ -115,3 +115,19 @@ def eval_labels_cmd(data, stages, json_path):
     click.echo(format_table(res))
     if json_path:
         write_bytes_atomic(json_path, (json.dumps(res, indent=1) + "\n").encode())
+
+
+@click.command("bench")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True, help="Where to write the JSON.")
+@click.option("--frames", type=click.IntRange(min=1), default=4, show_default=True,
+              help="waymo-preset frames rendered for the benchmark.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Benchmark on this dataset instead of rendered frames.")
+def bench_cmd(json_path, frames, data):
+    """Pseudo-label speed and memory (DCS vs plain Python, frames/s, peak RSS, 1 vs 2 workers) -> JSON."""
+    from ..data.store import write_bytes_atomic
+    from .bench import run_bench
+
+    res = run_bench(frames=frames, data=data)
+    write_bytes_atomic(json_path, (json.dumps(res, indent=1) + "\n").encode())
+    click.echo(json.dumps({k: v for k, v in res.items() if k not in ("machine", "stages_end_to_end")}, indent=1))
