@@ -5,11 +5,14 @@ BIN := $(VENV)/bin
 # spconv flavour: cpu (default) or gpu (CUDA 12 build)
 SPCONV ?= cpu
 STAMP := $(VENV)/.installed-$(SPCONV)
-DATA ?= out/synthetic
-PRESET ?= tiny
-FRAMES ?= 8
+# `make pseudolabels DATA=path` labels your dataset; without DATA it renders SYNTH_DATA first
+DATA ?=
+SYNTH_DATA ?= out/synthetic-waymo
+PRESET ?= waymo
+FRAMES ?= 4
 SEED ?= 0
 WORKERS ?= 2
+LABEL_DATA = $(or $(DATA),$(SYNTH_DATA))
 
 .PHONY: install test pseudolabels synth viz bench clean help
 
@@ -27,19 +30,23 @@ install: $(STAMP)  ## create .venv and install mwsis editable with its dev tools
 test: $(STAMP)  ## run the test suite
 	$(BIN)/python -m pytest -q tests
 
-synth: $(STAMP)  ## generate synthetic driving scenes into $(DATA) (PRESET, FRAMES, SEED, WORKERS)
-	$(BIN)/mwsis synth --preset $(PRESET) --frames $(FRAMES) --seed $(SEED) --workers $(WORKERS) --out $(DATA)
-	$(BIN)/mwsis info $(DATA)
+synth: $(STAMP)  ## render synthetic driving scenes into SYNTH_DATA (PRESET=waymo|tiny FRAMES SEED WORKERS)
+	$(BIN)/mwsis synth --preset $(PRESET) --frames $(FRAMES) --frames-per-sequence 2 --seed $(SEED) \
+		--workers $(WORKERS) --out $(SYNTH_DATA)
+	$(BIN)/mwsis info $(SYNTH_DATA)
 
-pseudolabels: synth  ## the main job: pseudo labels for $(DATA) (today: the synthetic dataset; label stages: issue 3)
+pseudolabels: $(STAMP)  ## the main job: all pseudo-label stages on DATA (default: render SYNTH_DATA first), quality table
+	$(if $(DATA),,$(MAKE) --no-print-directory synth)
+	$(BIN)/mwsis pseudolabels --data $(LABEL_DATA) --workers $(WORKERS)
 
-viz: synth  ## pictures of the first frame of $(DATA) into $(DATA)/viz
-	$(BIN)/mwsis viz frame $(DATA) $$($(BIN)/mwsis info $(DATA) --json | $(BIN)/python -c "import json,sys; print(json.load(sys.stdin)['frame_ids'][0])") --out $(DATA)/viz
+viz: $(STAMP)  ## pictures (ground truth and every stage's labels) of the first frame of DATA or SYNTH_DATA
+	$(BIN)/mwsis viz frame $(LABEL_DATA) $$($(BIN)/mwsis info $(LABEL_DATA) --json | \
+		$(BIN)/python -c "import json,sys; print(json.load(sys.stdin)['first_frame_id'])") --out $(LABEL_DATA)/viz
 
-bench: $(STAMP)  ## benchmarks, JSON into bench/results/
+bench: $(STAMP)  ## benchmarks on one core, JSON into bench/results/
 	mkdir -p bench/results
 	NUMBA_NUM_THREADS=1 $(BIN)/python bench/bench_synth.py --out bench/results/synth.json
-	$(BIN)/python bench/bench_store.py --out bench/results/store.json
+	NUMBA_NUM_THREADS=1 $(BIN)/mwsis bench --json bench/results/pseudolabels.json
 
 clean:  ## remove generated data (keeps .venv)
 	rm -rf out bench/results

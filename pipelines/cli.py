@@ -48,17 +48,17 @@ def main(verbose: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Dataset directory to write.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes (one shard each).")
-@click.option("--camera-size", type=(int, int), default=None, metavar="W H",
-              help="Override the camera resolution (waymo default 960 640).")
+@click.option("--image-scale", type=click.FloatRange(min=0.05, max=4.0), default=None,
+              help="Scale every camera's resolution and focal length (waymo default 960x640 = 1.0).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def synth(preset, frames, frames_per_sequence, seed, out, workers, camera_size, no_progress):
+def synth(preset, frames, frames_per_sequence, seed, out, workers, image_scale, no_progress):
     """Render synthetic street scenes (LiDAR + cameras + exact ground truth) into a dataset.
 
     Reruns resume: finished shards are kept, missing ones are rendered.
     """
     from .synth import synth_dataset
 
-    overrides = {"camera_size": tuple(camera_size)} if camera_size else {}
+    overrides = {"image_scale": image_scale} if image_scale else {}
     m = synth_dataset(out, preset, frames, seed, frames_per_sequence, workers, overrides,
                       show_progress=not no_progress)
     click.echo(f"{out}: {sum(s.frames for s in m.shards)} frames in {len(m.shards)} shards")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ring_segments_reference", "ring_segments_union_find_reference", "row_params"]
+__all__ = ["ring_segments_reference", "ring_segments_rescan", "ring_segments_union_find_reference", "row_params"]
 
 
 def row_params(row_ranges: np.ndarray, rel_thresh: float = 0.0048, window_scale: float = 500.0,
@@ -128,4 +128,56 @@ def ring_segments_union_find_reference(ranges: np.ndarray, rel_thresh: float = 0
         for (col, ret), a in index.items():
             out[ret, row, col] = next_id + lab[a]
         next_id += int(lab.max()) + 1
+    return out
+
+
+def ring_segments_rescan(ranges: np.ndarray, rel_thresh: float = 0.0048, window_scale: float = 500.0,
+                         window_min: float = 12.0, window_max: float = 50.0) -> np.ndarray:
+    """The same rule in the authors' implementation style (method.md §3, "Performance"): a row is a list
+    of points, and every predicate call fetches its two points by rescanning the row with boolean masks.
+    Benchmark baseline only: it shows what the released code costs per frame."""
+    ranges = np.asarray(ranges, np.float32)
+    n_ret, n_rows, width = ranges.shape
+    out = np.full(ranges.shape, -1, np.int32)
+    next_id = 0
+    for row in range(n_rows):
+        ret_of, col_of = np.nonzero(ranges[:, row, :] > 0)
+        if not len(col_of):
+            continue
+        rng_of = ranges[ret_of, row, col_of]
+        thr, win = row_params(ranges[:, row, :], rel_thresh, window_scale, window_min, window_max)
+
+        def fetch(ret: int, col: int):
+            hit = (ret_of == ret) & (col_of == col)  # the rescan the authors do for every lookup
+            return float(rng_of[hit][0]) if hit.any() else None
+
+        parent = np.arange(n_ret * width)
+        for i in range(width):
+            for ret in range(n_ret):
+                here = fetch(ret, i)
+                if here is None:
+                    continue
+                for j in range(0 if ret == 1 else 1, win):
+                    if i - j < 0:
+                        break
+                    first = fetch(0, i - j)
+                    if first is not None and abs(here - first) < thr:
+                        parent[ret * width + i] = parent[i - j]
+                        break
+                    second = fetch(1, i - j) if n_ret > 1 and not (ret == 1 and j == 0) else None
+                    if second is not None and abs(here - second) < thr:
+                        parent[ret * width + i] = parent[width + i - j]
+                        break
+        roots: dict[int, int] = {}
+        for col in range(width):
+            for ret in range(n_ret):
+                flat = ret * width + col
+                if ranges[ret, row, col] > 0 and parent[flat] == flat:
+                    roots[flat] = next_id
+                    next_id += 1
+        for ret, col in zip(ret_of, col_of):
+            node = ret * width + col
+            while parent[node] != node:
+                node = parent[node]
+            out[ret, row, col] = roots[node]
     return out

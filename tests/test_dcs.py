@@ -140,3 +140,13 @@ def test_point_helpers_round_trip():
     seg = point_segments(ids, ret, row, col, valid)
     assert seg.dtype == np.int32 and (seg[~valid] == -1).all() and (seg[valid] == ids[ret, row, col][valid]).all()
     assert (point_segments(ids, ret, row + m, col) == -1).all()  # out of the image
+
+
+def test_rescan_baseline_matches_the_reference():
+    from mwsis.pseudolabel.dcs_reference import ring_segments_rescan
+
+    rng = np.random.default_rng(5)
+    r = rng.uniform(5, 40, (2, 3, 150)).astype(np.float32)
+    r[rng.random(r.shape) < 0.3] = 0
+    r[1, :, ::3] = r[0, :, ::3] + rng.uniform(0, 0.3, (3, 50)).astype(np.float32)
+    np.testing.assert_array_equal(ring_segments_rescan(r), ring_segments_reference(r))
