@@ -113,7 +113,9 @@ def viz_frame_cmd(dataset, frame_id, out, points):
 def _register() -> None:
     from .cli_labels import bench_cmd, eval_labels_cmd, pseudolabels_cmd, stage_cmd
 
-    for cmd in (stage_cmd, pseudolabels_cmd, eval_labels_cmd, bench_cmd):
+    from .cli_convert import convert
+
+    for cmd in (stage_cmd, pseudolabels_cmd, eval_labels_cmd, bench_cmd, convert):
         main.add_command(cmd)
 
 
