@@ -102,7 +102,7 @@ def bench_stages(data: Path, workers_list=(1, 2)) -> dict:
     return out
 
 
-def run_bench(frames: int = 4, seed: int = 0, data: Path | None = None) -> dict:
+def run_bench(frames: int = 8, seed: int = 0, data: Path | None = None) -> dict:
     from ..data.store import open_dataset
     from .synth import synth_dataset
 
@@ -110,8 +110,8 @@ def run_bench(frames: int = 4, seed: int = 0, data: Path | None = None) -> dict:
         if data is None:
             data = Path(tmp) / "waymo"
             t = time.perf_counter()
-            synth_dataset(data, "waymo", frames=frames, seed=seed, frames_per_sequence=max(1, frames // 2),
-                          show_progress=False)
+            synth_dataset(data, "waymo", frames=frames, seed=seed, frames_per_sequence=max(1, frames // 4),
+                          workers=2, show_progress=False)
             log.info("bench: rendered %d waymo-preset frames in %.1f s", frames, time.perf_counter() - t)
         ds = open_dataset(data)
         loaded = [f for f in ds.iter_frames(images=False)][:frames]

@@ -119,7 +119,7 @@ def eval_labels_cmd(data, stages, json_path):
 
 @click.command("bench")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True, help="Where to write the JSON.")
-@click.option("--frames", type=click.IntRange(min=1), default=4, show_default=True,
+@click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True,
               help="waymo-preset frames rendered for the benchmark.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
               help="Benchmark on this dataset instead of rendered frames.")

@@ -128,33 +128,42 @@ def run_stages(root: Path | str, stages: list[str], configs: dict[str, dict] | N
     positions = list(range(ds.num_shards)) if shard_positions is None else shard_positions
     configs = configs or {}
     results: list[ShardResult] = []
-    for stage in resolve_order(stages):
-        spec = STAGES[stage]
-        cfg_dict = resolved_config(stage, configs)
-        reason = spec.skip_reason(build_configs(spec.sections, cfg_dict)) if spec.skip_reason else None
-        if reason:
-            log.warning("stage %s skipped: %s", stage, reason)
-            results.append(ShardResult(stage, "*", "skipped", 0, 0.0, reason))
-            continue
-        frames = sum(ds.manifest.shards[p].frames for p in positions)
-        with progress_bar(total=frames, unit="frame", desc=stage, enabled=show_progress) as bar:
-            if workers <= 1 or len(positions) <= 1:
-                batch = [run_stage_shard(str(ds.root), stage, cfg_dict, p, force, tick=bar.update) for p in positions]
-            else:
-                batch = []
-                with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                    futs = [pool.submit(run_stage_shard, str(ds.root), stage, cfg_dict, p, force) for p in positions]
-                    for fut in as_completed(futs):
-                        res = fut.result()
-                        bar.update(res.frames)
-                        batch.append(res)
-                batch.sort(key=lambda r: r.shard)
-        for r in batch:
-            if r.status == "failed":
-                log.error("stage %s shard %s failed: %s", stage, r.shard, r.error)
-        done = [r for r in batch if r.status == "done"]
-        log.info("stage %s: %d shards written, %d up to date, %d failed (%d frames, %.1f s)", stage, len(done),
-                 sum(r.status == "skipped" for r in batch), sum(r.status == "failed" for r in batch),
-                 sum(r.frames for r in batch), sum(r.seconds for r in batch))
-        results += batch
+    # one pool for every stage: spawning workers (imports, JIT cache loads) costs seconds each time
+    pool = (ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+            if workers > 1 and len(positions) > 1 else None)
+    try:
+        for stage in resolve_order(stages):
+            results += _run_one_stage(ds, stage, configs, positions, force, pool, show_progress)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return results
+
+
+def _run_one_stage(ds, stage: str, configs: dict, positions: list[int], force: bool, pool,
+                   show_progress: bool) -> list[ShardResult]:
+    spec = STAGES[stage]
+    cfg_dict = resolved_config(stage, configs)
+    reason = spec.skip_reason(build_configs(spec.sections, cfg_dict)) if spec.skip_reason else None
+    if reason:
+        log.warning("stage %s skipped: %s", stage, reason)
+        return [ShardResult(stage, "*", "skipped", 0, 0.0, reason)]
+    frames = sum(ds.manifest.shards[p].frames for p in positions)
+    with progress_bar(total=frames, unit="frame", desc=stage, enabled=show_progress) as bar:
+        if pool is None:
+            batch = [run_stage_shard(str(ds.root), stage, cfg_dict, p, force, tick=bar.update) for p in positions]
+        else:
+            batch = []
+            futs = [pool.submit(run_stage_shard, str(ds.root), stage, cfg_dict, p, force) for p in positions]
+            for fut in as_completed(futs):
+                res = fut.result()
+                bar.update(res.frames)
+                batch.append(res)
+            batch.sort(key=lambda r: r.shard)
+    for r in batch:
+        if r.status == "failed":
+            log.error("stage %s shard %s failed: %s", stage, r.shard, r.error)
+    log.info("stage %s: %d shards written, %d up to date, %d failed (%d frames, %.1f s)", stage,
+             sum(r.status == "done" for r in batch), sum(r.status == "skipped" for r in batch),
+             sum(r.status == "failed" for r in batch), sum(r.frames for r in batch), sum(r.seconds for r in batch))
+    return batch

@@ -140,3 +140,128 @@ def test_exclusive_order_withdraws_taken_points_except_same_owner():
     assert kept(keep, 0, c2) == {3, 4} and kept(keep, 1, c2) == {3, 4}  # same object: shared
     with pytest.raises(ValueError):
         largest_component_per_box(xyz, c2, cls, exclusive_order=np.array([0, 0]))
+
+
+# --- dense clouds: the grid kernel unites whole cells and stops at the first close pair between cells ---
+
+def _dense_cloud(rng, n, side, n_blobs=6):
+    """Clumpy cloud: hundreds of points per radius-sized cell, with duplicates and empty gaps."""
+    centres = rng.uniform(0, side, (n_blobs, 3))
+    xyz = centres[rng.integers(0, n_blobs, n)] + rng.normal(0, side / 12, (n, 3))
+    xyz[: n // 10] = xyz[rng.integers(0, n, n // 10)]  # duplicates
+    return xyz
+
+
+@pytest.mark.parametrize("mode", ["xy", "xyz"])
+def test_equals_scipy_on_dense_clouds(mode):
+    rng = np.random.default_rng(11)
+    for trial in range(6):
+        n = int(rng.integers(1500, 2500))
+        xyz = _dense_cloud(rng, n, side=(0.8, 1.5, 3.0)[trial % 3])
+        if trial % 2:
+            xyz = xyz.astype(np.float32)  # the dtype of real points
+        for r in (0.05, 0.1, 0.4, 0.6):
+            lab = connected_components(xyz, r, mode)
+            ref = _scipy_labels(xyz, r, mode)
+            assert (lab == ref).all(), (trial, r)
+        # many points per cell: check that the dense case is really exercised
+        cell = 0.6 / np.sqrt(2 if mode == "xy" else 3)
+        assert np.unique(np.floor(xyz[:, :2] / cell), axis=0, return_counts=True)[1].max() > 50
+
+
+@pytest.mark.parametrize("mode", ["xy", "xyz"])
+def test_dense_lattice_exactly_r_apart_is_not_adjacent(mode):
+    # lattice spacing exactly r (0.25 and its multiples are exact in binary), 30 copies of every node:
+    # every node is one component (distance 0 < r), nodes are never joined (distance == r is not < r)
+    r = 0.25
+    g = np.arange(8) * r
+    nodes = np.stack(np.meshgrid(g, g, g[:3], indexing="ij"), -1).reshape(-1, 3)
+    rng = np.random.default_rng(2)
+    xyz = np.repeat(nodes, 30, axis=0)[rng.permutation(len(nodes) * 30)]
+    n_nodes = len(np.unique(xyz[:, : 2 if mode == "xy" else 3], axis=0))
+    lab = connected_components(xyz, r, mode)
+    assert len(np.unique(lab)) == n_nodes
+    assert (lab == _scipy_labels(xyz, r, mode)).all()
+    # the next double above r joins all of them
+    assert (connected_components(xyz, np.nextafter(r, 1.0), mode) == 0).all()
+
+
+@pytest.mark.parametrize("mode", ["xy", "xyz"])
+@pytest.mark.parametrize("r", [0.1, 0.4, 0.6])
+def test_dense_clusters_separated_by_gap_just_above_or_below_r(mode, r):
+    rng = np.random.default_rng(int(r * 10))
+    # two dense slabs, each internally connected; their facing points are `gap` apart along x
+    a = np.column_stack([rng.uniform(-1.5, 0, 800), rng.uniform(0, 1, 800), rng.uniform(0, 0.02, 800)])
+    a[0] = (0.0, 0.5, 0.01)
+    for gap, joined in ((r * (1 - 1e-9), True), (r * (1 + 1e-9), False), (r * 1.5, False)):
+        b = np.column_stack([rng.uniform(0, 1.5, 800), rng.uniform(0, 1, 800), rng.uniform(0, 0.02, 800)])
+        b[:, 0] += gap
+        b[0] = (gap, 0.5, 0.01)
+        xyz = np.concatenate([a, b])
+        xyz = xyz[rng.permutation(len(xyz))]
+        lab = connected_components(xyz, r, mode)
+        assert (lab == _scipy_labels(xyz, r, mode)).all()
+        assert len(np.unique(lab)) == (1 if joined else 2)
+
+
+def test_xyz_separates_layers_that_xy_merges():
+    rng = np.random.default_rng(4)
+    layer = rng.uniform(0, 2, (1000, 2))
+    xyz = np.concatenate([np.column_stack([layer, np.zeros(1000)]), np.column_stack([layer, np.full(1000, 0.7)])])
+    assert len(np.unique(connected_components(xyz, 0.6, "xy"))) == 1
+    lab = connected_components(xyz, 0.6, "xyz")
+    assert len(np.unique(lab)) == 2 and (lab == _scipy_labels(xyz, 0.6, "xyz")).all()
+    assert (connected_components(xyz, 0.7000001, "xyz") == 0).all()
+
+
+@pytest.mark.parametrize("mode", ["xy", "xyz"])
+def test_huge_coordinates_and_coarse_grids(mode):
+    rng = np.random.default_rng(8)
+    dense = rng.normal(0, 0.05, (400, 3))
+    # large offset: cells stay radius-sized, rounding handled by the cell bounding-box check
+    for off in (1e5, -3e7):
+        xyz = dense + off
+        assert (connected_components(xyz, 0.01, mode) == _scipy_labels(xyz, 0.01, mode)).all()
+    # a far outlier makes the grid coarser than the radius (cells capped per axis): pairwise fallback
+    xyz = np.concatenate([dense, [[1e7, 1e7, 1e7]], dense[:50] + 0.5])
+    assert (connected_components(xyz, 0.01, mode) == _scipy_labels(xyz, 0.01, mode)).all()
+    # spans that overflow float64 differences
+    xyz = np.array([[-1e308, 0, 0], [1e308, 0, 0], [1e308, 1e-3, 0], [0, 0, 0]])
+    assert connected_components(xyz, 0.5, mode).tolist() == [0, 1, 1, 2]
+    assert connected_components(xyz, np.inf, mode).tolist() == [0, 1, 1, 2]  # inf distance is not < inf
+    assert (connected_components(dense, np.inf, mode) == 0).all()
+
+
+def test_largest_component_matches_per_box_scipy_on_dense_boxes():
+    rng = np.random.default_rng(6)
+    xyz = _dense_cloud(rng, 6000, side=6.0, n_blobs=10).astype(np.float32)
+    n, k = len(xyz), 12
+    pairs = {(int(p), int(b)) for b in range(k) for p in rng.choice(n, int(rng.integers(0, 1500)), replace=False)}
+    c = _claims(pairs, n, k)
+    cls = rng.integers(0, 3, k)
+    radii = (0.6, 0.1, 0.4)
+    for mode in ("xy", "xyz"):
+        keep = largest_component_per_box(xyz, c, cls, radii, mode)
+        for b in range(k):
+            sel = np.flatnonzero(c.box == b)
+            if sel.size == 0:
+                continue
+            lab = _scipy_labels(xyz[c.point[sel]], radii[cls[b]], mode)
+            assert (keep[sel] == (lab == np.argmax(np.bincount(lab)))).all()
+
+
+@pytest.mark.parametrize("mode", ["xy", "xyz"])
+def test_exact_grid_points_with_many_pairs_exactly_r_apart(mode):
+    # coordinates k/16 and r = 5/16: squares and sums are exact, so many pairs are exactly r apart,
+    # axis-aligned (5/16) and along 3-4-5 diagonals, between cells that are not pruned
+    rng = np.random.default_rng(9)
+    r = 5 / 16
+    sizes = ((300, 60), (1000, 100), (3000, 180)) if mode == "xy" else ((300, 30), (1000, 45), (3000, 70))
+    for n, span in sizes:
+        xyz = rng.integers(0, span, (n, 3)) / 16.0
+        if mode == "xy":
+            xyz[:, 2] = 0
+        lab = connected_components(xyz, r, mode)
+        assert (lab == _scipy_labels(xyz, r, mode)).all()
+        # ties matter here: one ulp more of radius changes the partition
+        assert len(np.unique(connected_components(xyz, np.nextafter(r, 1.0), mode))) < len(np.unique(lab))
