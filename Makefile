@@ -46,6 +46,7 @@ viz: $(STAMP)  ## pictures (ground truth and every stage's labels) of the first 
 bench: $(STAMP)  ## benchmarks on one core, JSON into bench/results/
 	mkdir -p bench/results
 	NUMBA_NUM_THREADS=1 $(BIN)/python bench/bench_synth.py --out bench/results/synth.json
+	NUMBA_NUM_THREADS=1 $(BIN)/python bench/bench_ccl.py --out bench/results/ccl.json
 	NUMBA_NUM_THREADS=1 $(BIN)/mwsis bench --json bench/results/pseudolabels.json
 
 clean:  ## remove generated data (keeps .venv)
