@@ -93,7 +93,7 @@ def pseudolabels_cmd(data, stages, workers, force, do_eval, sets, sam_checkpoint
     if do_eval and not any(r.status == "failed" for r in results):
         from .eval_labels import evaluate_labels, format_table
 
-        res = evaluate_labels(data)
+        res = evaluate_labels(data, variants=True)
         if res["frames"]:
             click.echo(format_table(res))
     _report(results)
@@ -104,12 +104,15 @@ def pseudolabels_cmd(data, stages, workers, force, do_eval, sets, sam_checkpoint
 @click.option("--stages", default=None, help="Comma-separated stages (default: every stage with labels).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the result as JSON (keys: frames, and per stage miou, ap, ap50, ap75, per_class).")
-def eval_labels_cmd(data, stages, json_path):
+@click.option("--variants/--no-variants", default=True, show_default=True,
+              help="Also score SPG variants computed in memory: paper vs authors' thresholds and overlap rule, "
+                   "authors' vs union-find DCS.")
+def eval_labels_cmd(data, stages, json_path, variants):
     """Score each stage's pseudo labels against ground truth (point IoU/mIoU, instance AP, SAM mask IoU)."""
     from ..data.store import write_bytes_atomic
     from .eval_labels import evaluate_labels, format_table
 
-    res = evaluate_labels(data, [s for s in stages.split(",")] if stages else None)
+    res = evaluate_labels(data, [s for s in stages.split(",")] if stages else None, variants=variants)
     if not res["frames"]:
         raise click.ClickException(f"{data}: no frame has per-point ground truth; nothing to evaluate")
     click.echo(format_table(res))

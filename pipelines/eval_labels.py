@@ -65,11 +65,36 @@ def _sam_mask_ious(frame, labels) -> list[float]:
     return out
 
 
-def evaluate_labels(ds: Dataset | str, stages: list[str] | None = None, show_progress: bool = True) -> dict:
-    """Score every stage with per-point labels against the ground truth. JSON-ready dict."""
+#: SPG variants scored in memory by ``evaluate_labels(variants=True)``: the paper's settings (our default)
+#: against the authors' code values and the union-find DCS (issue: "measure which is better").
+SPG_VARIANTS = {
+    "spg[paper]": {},
+    "spg[authors thresholds]": {"fg_thresh": 0.05, "bg_inclusive": True},
+    "spg[authors overlaps]": {"exclusive": False, "overlap": "last"},
+    "spg[authors all]": {"fg_thresh": 0.05, "bg_inclusive": True, "exclusive": False, "overlap": "last"},
+    "spg[union-find DCS]": {"dcs_variant": "union_find"},
+}
+
+
+def _variant_labels(frame, overrides: dict):
+    from ..pseudolabel.spg import SPGConfig, spg_from_frame
+    from .stages import one_instance_per_object
+
+    sem, inst, _ = spg_from_frame(frame, SPGConfig(**overrides))
+    return sem, one_instance_per_object(inst, frame.boxes2d.object_id)
+
+
+def evaluate_labels(ds: Dataset | str, stages: list[str] | None = None, show_progress: bool = True,
+                    variants: bool = False) -> dict:
+    """Score every stage with per-point labels against the ground truth. JSON-ready dict.
+
+    ``variants``: also compute SPG in memory with each of ``SPG_VARIANTS`` and score it the same way.
+    """
     ds = open_dataset(ds) if not isinstance(ds, Dataset) else ds
     stages = stages or stages_with_labels(ds)
     scores = {s: _StageScore() for s in stages}
+    if variants:
+        scores.update({v: _StageScore() for v in SPG_VARIANTS})
     frames = 0
     with progress_bar(total=len(ds), unit="frame", desc="eval-labels", enabled=show_progress) as bar:
         for shard in ds.iter_shards():
@@ -83,15 +108,19 @@ def evaluate_labels(ds: Dataset | str, stages: list[str] | None = None, show_pro
                 gt_sem = frame.gt.point_semantic[keep]
                 gt_set = instances_from_labels(gt_sem, frame.gt.point_instance[keep], NUM_CLASSES)
                 gt_fg = (gt_sem >= 0) & (gt_sem < NUM_CLASSES)
+                predictions = []
                 for stage, ls in label_shards.items():
                     lab = ls.labels(i)
                     if lab.frame_id != frame.frame_id:
                         raise ValueError(f"{ls.path}: row {i} is frame {lab.frame_id}, expected {frame.frame_id}")
+                    scores[stage].mask_ious += _sam_mask_ious(frame, lab)
+                    if lab.semantic is not None:
+                        predictions.append((stage, lab.semantic, lab.instance))
+                if variants:
+                    predictions += [(v, *_variant_labels(frame, o)) for v, o in SPG_VARIANTS.items()]
+                for stage, sem, inst in predictions:
                     sc = scores[stage]
-                    sc.mask_ious += _sam_mask_ious(frame, lab)
-                    if lab.semantic is None:
-                        continue
-                    sem, inst = lab.semantic[keep], lab.instance[keep]
+                    sem, inst = sem[keep], inst[keep]
                     sc.conf += confusion_matrix(sem, gt_sem, NUM_CLASSES)
                     sc.ap.add(instances_from_labels(sem, inst, NUM_CLASSES), gt_set)
                     sc.fg += int(gt_fg.sum())
@@ -109,13 +138,13 @@ def format_table(result: dict) -> str:
     def pct(x):
         return "   -  " if x is None else f"{100 * x:6.2f}"
 
-    head = (f"{'stage':<10}{'mAP':>7}{'AP50':>7}{'AP75':>7}{'mIoU':>7}"
+    head = (f"{'stage':<24}{'mAP':>7}{'AP50':>7}{'AP75':>7}{'mIoU':>7}"
             + "".join(f"{'IoU ' + n[:3]:>8}" for n in CLASS_NAMES) + f"{'ign.fg%':>8}{'SAM mIoU2D':>11}")
     lines = [f"pseudo-label quality on {result['frames']} frames with ground truth", head, "-" * len(head)]
     for stage, r in result.items():
         if stage == "frames":
             continue
-        lines.append(f"{stage:<10}{pct(r.get('ap')):>7}{pct(r.get('ap50')):>7}{pct(r.get('ap75')):>7}"
+        lines.append(f"{stage:<24}{pct(r.get('ap')):>7}{pct(r.get('ap50')):>7}{pct(r.get('ap75')):>7}"
                      f"{pct(r.get('miou')):>7}"
                      + "".join(f"{pct(r['per_class'][n]['iou']):>8}" for n in CLASS_NAMES)
                      + f"{pct(r.get('ignored_foreground_fraction')):>8}{pct(r.get('sam_mask_iou')):>11}")

@@ -109,6 +109,9 @@ def test_pseudolabels_cli_prints_table_and_eval_json(ds, tmp_path):
     for stage in ("frustum", "ccl", "spg", "sam"):
         assert {"miou", "ap", "ap50", "ap75", "per_class"} <= set(q[stage])
     assert 0 <= q["spg"]["miou"] <= 1 and q["spg"]["miou"] > q["frustum"]["miou"]
+    # the in-memory variant with the default config must reproduce the stage's shards exactly
+    assert q["spg[paper]"]["miou"] == q["spg"]["miou"] and q["spg[paper]"]["ap"] == q["spg"]["ap"]
+    assert {"spg[authors thresholds]", "spg[union-find DCS]"} <= set(q)
     assert q["sam"]["sam_masks"] > 0 and 0 <= q["sam"]["sam_mask_iou"] <= 1
     sam = read_frame_labels(open_dataset(ds), "sam", open_dataset(ds).frame_ids[0])
     assert sam.masks2d is not None and len(sam.masks2d.rles) == len(open_dataset(ds).frame(sam.frame_id).boxes2d)
