@@ -40,8 +40,12 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["tiny", "waymo"]), default="tiny", show_default=True,
-              help="tiny: 16x512 LiDAR, 2 small cameras (tests). waymo: 64x2650 TOP LiDAR, 5 cameras.")
+@click.option("--preset", type=click.Choice(["tiny", "waymo", "kitti"]), default="tiny", show_default=True,
+              help="tiny: 16x512 LiDAR, 2 small cameras (tests). waymo: 64x2650 TOP LiDAR, 5 cameras. "
+                   "kitti: HDL-64E-like, one 1242x375 camera.")
+@click.option("--format", "fmt", type=click.Choice(["native", "waymo-v2", "waymo-v1", "kitti"]), default="native",
+              show_default=True, help="native: a mwsis dataset. Others write the real Waymo v2 Parquet / v1 "
+                                      "TFRecord / KITTI layout (to test `mwsis convert`).")
 @click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Number of frames.")
 @click.option("--frames-per-sequence", type=click.IntRange(min=1), default=4, show_default=True,
               help="Frames per sequence; one shard per sequence.")
@@ -51,14 +55,26 @@ def main(verbose: bool) -> None:
 @click.option("--image-scale", type=click.FloatRange(min=0.05, max=4.0), default=None,
               help="Scale every camera's resolution and focal length (waymo default 960x640 = 1.0).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def synth(preset, frames, frames_per_sequence, seed, out, workers, image_scale, no_progress):
+def synth(preset, fmt, frames, frames_per_sequence, seed, out, workers, image_scale, no_progress):
     """Render synthetic street scenes (LiDAR + cameras + exact ground truth) into a dataset.
 
-    Reruns resume: finished shards are kept, missing ones are rendered.
+    Reruns resume: finished shards are kept, missing ones are rendered. With --format waymo-v2,
+    waymo-v1 or kitti the frames are written in that dataset's own file layout instead.
     """
     from .synth import synth_dataset
 
     overrides = {"image_scale": image_scale} if image_scale else {}
+    if fmt != "native":
+        from .convert_kitti import synth_export_kitti
+        from .convert_waymo import synth_export_waymo_v1, synth_export_waymo_v2
+
+        if fmt == "kitti":
+            synth_export_kitti(out, preset, frames, seed, overrides)
+        else:
+            export = synth_export_waymo_v2 if fmt == "waymo-v2" else synth_export_waymo_v1
+            export(out, preset, frames, seed, frames_per_sequence, overrides)
+        click.echo(f"{out}: {frames} synthetic frames in the {fmt} layout (convert with `mwsis convert {fmt}`)")
+        return
     m = synth_dataset(out, preset, frames, seed, frames_per_sequence, workers, overrides,
                       show_progress=not no_progress)
     click.echo(f"{out}: {sum(s.frames for s in m.shards)} frames in {len(m.shards)} shards")

@@ -81,3 +81,18 @@ def test_clear_errors(tiny_dataset, tmp_path, args, message):
     args = [a.format(missing=tmp_path / "nope", ds=tiny_dataset, tmp=tmp_path) for a in args]
     r = CliRunner().invoke(main, args)
     assert r.exit_code != 0 and message in r.output
+
+
+@pytest.mark.parametrize("fmt, preset", [("waymo-v2", "tiny"), ("waymo-v1", "tiny"), ("kitti", "kitti")])
+def test_synth_foreign_format_then_convert(tmp_path, fmt, preset):
+    runner = CliRunner()
+    raw, out = tmp_path / "raw", tmp_path / "ds"
+    r = runner.invoke(main, ["synth", "--preset", preset, "--format", fmt, "--frames", "2", "--frames-per-sequence",
+                             "2", "--image-scale", "0.25", "--out", str(raw)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["convert", fmt, str(raw), str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    ds = open_dataset(out)
+    assert len(ds) == 2 and ds.frame(ds.frame_ids[0]).points.xyz.shape[0] > 1000
+    r = runner.invoke(main, ["convert", fmt, str(raw), str(out), "--no-progress"])  # rerun = resume
+    assert r.exit_code == 0 and "(0 written" in r.output, r.output

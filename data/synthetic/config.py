@@ -1,9 +1,11 @@
 """Configuration of the synthetic street-scene generator: sensors, street layout, object densities.
 
-Two presets exist: ``tiny`` (fast, for tests and smoke runs: 16-beam LiDAR, two small cameras, dense
-objects in front of the ego vehicle) and ``waymo`` (the Waymo Open Dataset sensor layout: a 64-beam
-TOP LiDAR with non-uniform inclinations, 2650 columns, two returns, and five cameras). Every field of
-:class:`SynthConfig` can be overridden with ``preset(name, field=value)``.
+Three presets exist: ``tiny`` (fast, for tests and smoke runs: 16-beam LiDAR, two small cameras, dense
+objects in front of the ego vehicle), ``waymo`` (the Waymo Open Dataset sensor layout: a 64-beam
+TOP LiDAR with non-uniform inclinations, 2650 columns, two returns, and five cameras) and ``kitti``
+(the KITTI layout: an HDL-64E-like 64-beam LiDAR, +2.0 to -24.8 deg, 2048 columns, one return, and
+one 1242x375 front colour camera; ``data/synthetic/export_kitti.py`` writes it in the KITTI file
+layout). Every field of :class:`SynthConfig` can be overridden with ``preset(name, field=value)``.
 """
 from __future__ import annotations
 
@@ -121,6 +123,12 @@ def _tiny_cameras() -> tuple[CameraSpec, ...]:
     )
 
 
+def _kitti_cameras() -> tuple[CameraSpec, ...]:
+    # KITTI's image_2 colour camera: 1242x375, f ~ 721.5 px (about 81 x 29 deg), level, 1.65 m up,
+    # 0.27 m ahead of the Velodyne and 6 cm left of the reference camera 0 (KITTI setup page).
+    return (CameraSpec(1, 1242, 375, 721.5, 0.0, 0.0, (1.27, 0.06, 1.65)),)
+
+
 _PRESETS: dict[str, SynthConfig] = {
     "waymo": SynthConfig(name="waymo", cameras=_waymo_cameras()),
     "tiny": SynthConfig(
@@ -145,11 +153,28 @@ _PRESETS: dict[str, SynthConfig] = {
         p_walker=0.7,
         p_group=0.8,
     ),
+    # HDL-64E-like: 64 beams, +2.0 to -24.8 deg, about 1/3 deg apart at the top and 1/2 deg at the bottom
+    # (incl_warp 0.2), ~2000 returns per ring, one (strongest) return, mounted 1.73 m above the ground.
+    "kitti": SynthConfig(
+        name="kitti",
+        beams=64,
+        columns=2048,
+        incl_top_deg=2.0,
+        incl_bottom_deg=-24.8,
+        incl_warp=0.2,
+        max_range=80.0,
+        lidar_position=(1.0, 0.0, 1.73),
+        second_returns=False,
+        cameras=_kitti_cameras(),
+        min_box_area=100,
+        view_distance=90.0,
+        behind_distance=60.0,
+    ),
 }
 
 
 def preset(name: str, **overrides) -> SynthConfig:
-    """The named preset (``"tiny"`` or ``"waymo"``), with any fields replaced by ``overrides``."""
+    """The named preset (``"tiny"``, ``"waymo"`` or ``"kitti"``), with any fields replaced by ``overrides``."""
     if name not in _PRESETS:
         raise ValueError(f"unknown synthetic preset {name!r}; choose one of {sorted(_PRESETS)}")
     return dataclasses.replace(_PRESETS[name], **overrides)
