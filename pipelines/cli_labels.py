@@ -49,9 +49,11 @@ _sam_option = click.option("--sam-checkpoint", type=str, default=None, envvar="S
 @click.option("--shard-index", type=int, default=None, help="This task's slice (0-based).")
 @click.option("--num-shards", type=int, default=None, help="Number of slices the shards are split into.")
 @click.option("--force", is_flag=True, help="Recompute finished shards.")
+@click.option("--history", type=click.IntRange(min=1), default=None, help="pvc: number of newest prediction rounds (N_his, default 4).")
+@click.option("--base", default=None, help="pvc: the labels the vote corrects (default spg).")
 @_set_option
 @_sam_option
-def stage_cmd(name, data, shard_index, num_shards, force, sets, sam_checkpoint):
+def stage_cmd(name, data, shard_index, num_shards, force, history, base, sets, sam_checkpoint):
     from ..data.store import open_dataset
     from .progress import progress_bar
     from .runner import resolved_config, run_stage_shard, slice_shards
@@ -62,7 +64,12 @@ def stage_cmd(name, data, shard_index, num_shards, force, sets, sam_checkpoint):
         positions = slice_shards(ds.num_shards, shard_index, num_shards)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
-    cfg = resolved_config(name, _configs(sets, sam_checkpoint))
+    overrides = _configs(sets, sam_checkpoint)
+    if history is not None or base is not None:
+        if name != "pvc":
+            raise click.UsageError("--history and --base apply to the pvc stage only")
+        overrides.setdefault("pvc", {}).update({k: v for k, v in (("history", history), ("base", base)) if v is not None})
+    cfg = resolved_config(name, overrides)
     spec = STAGES[name]
     reason = spec.skip_reason(build_configs(spec.sections, cfg)) if spec.skip_reason else None
     if reason:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..data.label_store import LabelShard, label_shard_checksum, label_shard_metadata, write_label_shard
+from ..data.prediction_store import PredictionShard
 from ..data.store import StoreError, open_dataset
 from .progress import progress_bar
 from .stages import STAGES, build_configs, resolve_order
@@ -56,10 +57,19 @@ def slice_shards(num_shards: int, shard_index: int | None = None, num_slices: in
     return list(range(shard_index, num_shards, num_slices))
 
 
-def shard_inputs(root: Path, stage: str, shard_name: str, frames_sha256: str) -> dict:
+def shard_inputs(root: Path, stage: str, shard_name: str, frames_sha256: str, cfg: dict,
+                 predictions: dict[str, tuple[str, int]]) -> dict:
     """Checksums of everything a stage's output shard depends on."""
+    from ..data.prediction_store import round_dir
+    from ..data.store import sha256_file
+
     inputs = {"frames": frames_sha256}
-    for dep in STAGES[stage].depends:
+    for name, (source, rnd) in predictions.items():
+        path = round_dir(root, source, rnd) / f"{shard_name}.parquet"
+        if not path.exists():
+            raise StoreError(f"{path}: missing; stage '{stage}' needs {source} predictions of round {rnd}")
+        inputs[f"predictions/{source}/{name}"] = sha256_file(path)
+    for dep in STAGES[stage].dependencies(cfg):
         try:
             inputs[f"labels/{dep}"] = label_shard_checksum(root, dep, shard_name)
         except FileNotFoundError:
@@ -85,15 +95,17 @@ def run_stage_shard(root: str, stage: str, config: dict, shard_pos: int, force: 
     ds = open_dataset(root)
     info = ds.manifest.shards[shard_pos]
     try:
-        inputs = shard_inputs(ds.root, stage, info.name, info.sha256)
+        cfg = build_configs(spec.sections, config)
+        predictions = spec.predictions_fn(ds.root, cfg) if spec.predictions_fn else {}
+        inputs = shard_inputs(ds.root, stage, info.name, info.sha256, cfg, predictions)
         expected = {"stage": stage, "config": config, "code_version": __version__, "inputs": inputs}
         if not force and label_shard_metadata(ds.root, stage, info.name) == expected:
             if tick:
                 tick(info.frames)
             return ShardResult(stage, info.name, "skipped", info.frames, time.time() - t0)
-        cfg = build_configs(spec.sections, config)
         ctx = spec.setup(cfg) if spec.setup else None
-        deps = {d: LabelShard(ds, d, info.name) for d in spec.depends}
+        deps = {d: LabelShard(ds, d, info.name) for d in spec.dependencies(cfg)}
+        preds = {n: PredictionShard(ds, src, rnd, info.name) for n, (src, rnd) in predictions.items()}
 
         def rows():
             for i, frame in enumerate(ds.shard(shard_pos).iter_frames(images=spec.needs_images)):
@@ -102,6 +114,12 @@ def run_stage_shard(root: str, stage: str, config: dict, shard_pos: int, force: 
                     if lab.frame_id != frame.frame_id:
                         raise StoreError(f"labels/{d}/{info.name}: row {i} is frame {lab.frame_id}, "
                                          f"frames shard has {frame.frame_id} (mismatched ids; rerun stage '{d}')")
+                for n, p in preds.items():
+                    fid, probs = p.predictions(i)
+                    if fid != frame.frame_id:
+                        raise StoreError(f"{p.path}: row {i} is frame {fid}, frames shard has {frame.frame_id} "
+                                         "(mismatched ids)")
+                    dep_labels[n] = probs
                 try:
                     out = spec.label_frame(frame, dep_labels, cfg, ctx)
                 except Exception as e:  # name the frame, keep the cause

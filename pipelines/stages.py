@@ -22,7 +22,7 @@ import numpy as np
 from ..data.frame import Frame
 from ..data.schema.labels import FrameLabels, LabelMasks
 from ..pseudolabel.frustum import Claims
-from ..pseudolabel.spg import (SPGConfig, _frame_eligible, ccl_frame, ccl_labels, frame_segments, frustum_frame,
+from ..pseudolabel.spg import (SPGConfig, frame_eligible, ccl_frame, ccl_labels, frame_segments, frustum_frame,
                                spg_frame)
 
 
@@ -47,9 +47,28 @@ class StageSpec:
     setup: Callable[[dict], Any] | None = None  # per process, e.g. load a model once
     skip_reason: Callable[[dict], str | None] | None = None
     doc: str = ""
+    # dependencies that depend on the config (e.g. PVC's base labels); default: ``depends``
+    depends_fn: Callable[[dict], tuple[str, ...]] | None = None
+    # prediction shards the stage reads: (dataset root, cfg) -> {name: (source, round)}; each frame's
+    # probabilities arrive in ``deps[name]`` and the shard checksums join the stage's recorded inputs
+    predictions_fn: Callable[[Any, dict], dict[str, tuple[str, int]]] | None = None
+
+    def dependencies(self, cfg: dict) -> tuple[str, ...]:
+        return self.depends_fn(cfg) if self.depends_fn else self.depends
 
 
-CONFIG_TYPES = {"spg": SPGConfig, "sam": SAMConfig}
+@dataclass(frozen=True)
+class PVCStageConfig:
+    """PVC as a stage (MWSIS §3.3): vote over the newest ``history`` rounds of 3D teacher predictions."""
+
+    base: str = "spg"  # the labels the vote corrects
+    history: int = 4  # N_his
+    tau_low: float = 0.4  # max prob below -> background vote
+    tau_high: float = 0.6  # max prob at or above -> class vote; between -> no vote
+    min_agree: int | None = None  # T_h: rounds that must agree; None = all available rounds
+
+
+CONFIG_TYPES = {"spg": SPGConfig, "sam": SAMConfig, "pvc": PVCStageConfig}
 
 
 def build_configs(sections: tuple[str, ...], overrides: dict[str, dict]) -> dict:
@@ -138,7 +157,7 @@ def _sam(frame, deps, cfg, predictor):
 
     b = frame.boxes2d
     cam_ids, box_idx, scores, rles, point_l, box_l = [], [], [], [], [], []
-    eligible = _frame_eligible(frame.points, cfg["spg"])
+    eligible = frame_eligible(frame.points, cfg["spg"])
     for cam in frame.cameras:
         idx = np.flatnonzero(b.camera_id == cam.camera_id)
         if not len(idx):
@@ -165,6 +184,31 @@ def _sam(frame, deps, cfg, predictor):
     return _labels(frame, sem, inst, masks2d=masks2d)
 
 
+def _pvc_rounds(root, cfg) -> dict[str, tuple[str, int]]:
+    from ..data.prediction_store import list_rounds
+
+    rounds = list_rounds(root, "3d")[-cfg["pvc"].history:]
+    if not rounds:
+        raise ValueError(f"{root}/predictions/3d: no rounds of 3D teacher predictions (run `mwsis predict-3d`)")
+    return {f"round={r}": ("3d", r) for r in rounds}
+
+
+def _pvc(frame, deps, cfg, ctx):
+    from ..pseudolabel.pvc import pvc_vote
+
+    c = cfg["pvc"]
+    base = deps[c.base]
+    if base.semantic is None:
+        raise ValueError(f"labels/{c.base} has no per-point semantic labels to correct")
+    names = sorted((k for k in deps if k.startswith("round=")), key=lambda k: int(k.split("=")[1]))
+    history = np.stack([deps[k].astype(np.float32) for k in names])
+    if history.shape[1] != len(frame.points):
+        raise ValueError(f"predictions hold {history.shape[1]} points, the frame {len(frame.points)} (mismatched shards)")
+    sem, inst = pvc_vote(history, base.semantic, base.instance, tau_low=c.tau_low, tau_high=c.tau_high,
+                         min_agree=c.min_agree)
+    return FrameLabels(frame.frame_id, semantic=sem, instance=inst)
+
+
 STAGES: dict[str, StageSpec] = {s.name: s for s in [
     StageSpec("frustum", _frustum, doc="points inside 2D boxes take the box class (no correction)"),
     StageSpec("ccl", _ccl, doc="frustum + largest CCL cluster per box (Eq. 4)"),
@@ -172,6 +216,8 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
     StageSpec("spg", _spg, depends=("dcs",), doc="Eq. 3 ring-segment proportions, then Eq. 4"),
     StageSpec("sam", _sam, sections=("spg", "sam"), needs_images=True, setup=_sam_setup, skip_reason=_sam_skip,
               doc="SAM box-prompt masks lifted to points + largest CCL cluster"),
+    StageSpec("pvc", _pvc, sections=("pvc",), depends_fn=lambda cfg: (cfg["pvc"].base,), predictions_fn=_pvc_rounds,
+              doc="vote over the newest 3D teacher prediction rounds, correcting the base labels"),
 ]}
 
 
@@ -185,7 +231,7 @@ def resolve_order(stages: list[str]) -> list[str]:
     def add(s):
         if s not in need:
             need.add(s)
-            for d in STAGES[s].depends:
+            for d in STAGES[s].depends:  # static dependencies; config-dependent ones must exist already
                 add(d)
 
     for s in stages:

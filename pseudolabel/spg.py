@@ -241,7 +241,8 @@ def frame_claims(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tup
     return associate(points.cam_id, points.cam_uv, cams, boxes2d.xyxy, wh, valid=eligible)
 
 
-def _frame_eligible(points: Points, cfg: SPGConfig) -> np.ndarray:
+def frame_eligible(points: Points, cfg: SPGConfig) -> np.ndarray:
+    """The points pseudo labels are made for (and the 3D model trains on): ``eligible_mask`` with ``cfg``."""
     return eligible_mask(points.xyz, points.laser_id, points.cam_id, points.nlz if cfg.drop_nlz else None,
                          cfg.point_range)
 
@@ -254,7 +255,7 @@ def frame_segments(points: Points, cfg: SPGConfig = SPGConfig(),
     points when omitted, which is fine for the authors' DCS but may cut the wrap-around of "union_find".
     """
     if cfg.dcs_points == "eligible":
-        dcs_set = _frame_eligible(points, cfg)
+        dcs_set = frame_eligible(points, cfg)
     elif cfg.dcs_points in ("in_range", "top"):
         dcs_set = points.laser_id == TOP_LIDAR
         if cfg.dcs_points == "in_range":
@@ -282,7 +283,7 @@ def spg_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tuple[
     """
     if segment_id is None:
         segment_id = frame_segments(points, cfg, range_image_shape)
-    eligible = _frame_eligible(points, cfg)
+    eligible = frame_eligible(points, cfg)
     claims = frame_claims(points, boxes2d, image_sizes, eligible)
     semantic, instance = spg_labels(points.xyz, segment_id, claims, boxes2d.class_id, eligible, points.range, cfg,
                                     box_owner=boxes2d.object_id)
@@ -296,7 +297,7 @@ def frustum_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tu
     A point in several boxes takes the highest box index (the authors' "last box wins"); eligible points
     in no box are background, non-eligible ones ignored.
     """
-    eligible = _frame_eligible(points, cfg)
+    eligible = frame_eligible(points, cfg)
     claims = frame_claims(points, boxes2d, image_sizes, eligible)
     semantic = np.where(eligible, BACKGROUND, IGNORE).astype(np.int8)
     instance = np.zeros(len(points), np.int32)
@@ -311,7 +312,7 @@ def frustum_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tu
 def ccl_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tuple[int, int]],
               cfg: SPGConfig = SPGConfig()):
     """The CCL baseline on one frame -> (semantic, instance)."""
-    eligible = _frame_eligible(points, cfg)
+    eligible = frame_eligible(points, cfg)
     claims = frame_claims(points, boxes2d, image_sizes, eligible)
     return ccl_labels(points.xyz, claims, boxes2d.class_id, eligible, points.range, cfg, box_owner=boxes2d.object_id)
 
