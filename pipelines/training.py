@@ -29,9 +29,14 @@ from ..data.store import StoreError, atomic_path, write_bytes_atomic
 # ----------------------------------------------------------------------------------------------- config
 
 
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def _coerce(value: Any, current: Any) -> Any:
-    if isinstance(current, tuple) and isinstance(value, list):
-        return tuple(value)
+    """YAML gives lists where the dataclass holds (nested) tuples: convert, so configs stay hashable."""
+    if isinstance(value, list) and (current is None or isinstance(current, tuple)):
+        return _tuples(value)
     return value
 
 
@@ -54,11 +59,12 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     return cfg
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten_dict(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1} (the override form of a nested config)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_dict(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -74,7 +80,7 @@ def load_config(cls, path: str | Path | None = None, sets: list[str] | tuple[str
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
             raise ValueError(f"{path}: cannot read config ({e})") from e
-        cfg = apply_overrides(cfg, _flatten(data))
+        cfg = apply_overrides(cfg, flatten_dict(data))
     parsed = {}
     for item in sets:
         key, sep, value = item.partition("=")

@@ -1,0 +1,90 @@
+"""CLI commands of the trainers: ``train-3d``, ``predict-3d``, ``eval-3d``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import torch
+
+_config_opt = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+                           help="YAML file with config values (e.g. configs/train3d-tiny.yaml).")
+_set_opt = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                        help="Override a config value, e.g. --set epochs=2 --set model.base_channels=32.")
+
+
+def _json_out(res: dict, json_path: str | None) -> None:
+    from ..data.store import write_bytes_atomic
+
+    text = json.dumps(res, indent=1)
+    click.echo(text)
+    if json_path:
+        write_bytes_atomic(json_path, (text + "\n").encode())
+
+
+@click.command("train-3d")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
+@click.option("--labels", default=None, help="Pseudo labels to train on: spg (default), ccl, sam, pvc, frustum.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue from the run's newest checkpoint.")
+@click.option("--cscs-2d", "cscs_2d", default=None, metavar="ROUND|latest",
+              help="CSCS 2D->3D: supervise with the 2D teacher's predictions of this round.")
+@_config_opt
+@_set_opt
+def train_3d_cmd(data, labels, out, resume, cscs_2d, config_path, sets):
+    """Train the 3D SparseUNet + vote head on pseudo labels (EMA teacher, PVC loop, checkpoints, metrics.csv)."""
+    from .train3d import Train3DConfig, train_3d
+    from .training import load_config
+
+    extra = [f"labels={labels}"] if labels else []
+    if cscs_2d:
+        extra.append(f"cscs.round={cscs_2d}")
+    try:
+        cfg = load_config(Train3DConfig, config_path, [*sets, *extra])
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+    summary = train_3d(data, out, cfg, resume=resume)
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=1))
+
+
+@click.command("predict-3d")
+@click.option("--run", type=click.Path(exists=True, file_okay=False), required=True, help="Run directory.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
+@click.option("--round", "rnd", type=click.IntRange(min=0), required=True, help="Round number to write.")
+def predict_3d_cmd(run, data, rnd):
+    """Write the EMA teacher's per-point class probabilities to DATASET/predictions/3d/round=R/ (for PVC, CSCS)."""
+    from .predict3d import export_predictions
+    from .train3d import load_teacher
+    from .training import pick_device, init_distributed
+
+    device = pick_device(init_distributed())
+    model, cfg = load_teacher(run, device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.cpu_threads)
+    export_predictions(data, model, cfg.infer, rnd, device, info={"run": str(Path(run).resolve()), "round": rnd})
+
+
+@click.command("eval-3d")
+@click.option("--run", type=click.Path(exists=True, file_okay=False), required=True, help="Run directory.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset with ground truth.")
+@click.option("--rsc/--no-rsc", default=False, show_default=True, help="Ring-segment correction (MWSIS §3.3).")
+@click.option("--min-points", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Minimum instance size in points (0 = off, as the authors).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the result here.")
+def eval_3d_cmd(run, data, rsc, min_points, json_path):
+    """Instance AP/AP50/AP75 (point-count IoU, COCO protocol) and semantic IoU/mIoU of a run's EMA teacher."""
+    import dataclasses
+
+    from .predict3d import evaluate_3d
+    from .train3d import load_teacher
+    from .training import pick_device, init_distributed
+
+    device = pick_device(init_distributed())
+    model, cfg = load_teacher(run, device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.cpu_threads)
+    infer = dataclasses.replace(cfg.infer, min_points=max(min_points, 1))
+    res = evaluate_3d(model, data, infer, device, rsc=rsc)
+    if not res["frames"]:
+        raise click.ClickException(f"{data}: no frame has per-point ground truth")
+    _json_out(res, json_path)

@@ -1,0 +1,258 @@
+"""The 3D trainer (``mwsis train-3d``): SparseUNet + vote head on pseudo labels, EMA teacher, PVC loop.
+
+MWSIS §3.3, §3.5, §4.2: AdamW with a one-cycle schedule (max lr 1e-3), gradient clipping at 10, an EMA
+teacher that is evaluated and that feeds PVC. The PVC loop is the pipeline's own code path: at the
+scheduled epochs the teacher's predictions go to ``predictions/3d/round=<epoch>/``, the ``pvc`` stage
+votes over the newest rounds into ``labels/pvc/``, and training continues on those labels.
+Checkpoints are written every epoch; ``resume`` continues from the newest one and gives the same
+weights as an uninterrupted run (data order and augmentation are seeded by (seed, epoch, step)).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.store import open_dataset
+from ..pseudolabel.spg import SPGConfig
+from ..train3d.augment import AugmentConfig, augment_frame
+from ..train3d.ema import EMAConfig, EMATeacher
+from ..train3d.infer import InferConfig
+from ..train3d.losses import LossConfig, segmentor_loss
+from ..train3d.model import SegmentorConfig, VoteSegmentor, make_batch
+from .progress import progress_bar
+from .samples3d import iter_samples
+from .training import (MetricsLog, autocast, config_to_dict, init_distributed, latest_checkpoint, load_checkpoint,
+                       pick_device, save_checkpoint, seed_everything, snapshot_run)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PVCLoopConfig:
+    enabled: bool = True
+    start_epoch: int | None = None  # E_s; None = half the epochs (authors: 12 of 24, method.md §5)
+    every: int = 1  # export + vote every K epochs from E_s on
+    history: int = 4  # N_his
+    tau_low: float = 0.4
+    tau_high: float = 0.6
+
+
+@dataclass(frozen=True)
+class CSCS2DConfig:
+    """CSCS 2D → 3D (MWSIS Eq. 5-6): BCE between the 2D teacher's projected mask probabilities and the
+    student's per-class sigmoids; active from ``start_step`` with a linear warm-up."""
+
+    round: str | None = None  # "latest" or a round number of predictions/2d; None = off
+    weight: float = 2.0  # alpha_6
+    start_step: int = 0
+    warmup_steps: int = 100
+
+
+@dataclass(frozen=True)
+class Train3DConfig:
+    labels: str = "spg"  # labels/<stage> to train on: spg | ccl | sam | pvc | frustum
+    epochs: int = 24  # MWSIS §4.2
+    frames_per_step: int = 2  # per process; authors: 2 per GPU on 4 GPUs (batch 8)
+    max_lr: float = 1e-3  # one-cycle maximum (MWSIS §4.2)
+    weight_decay: float = 0.01  # AdamW default in the authors' config
+    pct_start: float = 0.4  # one-cycle warm-up fraction (mmdet3d cyclic policy)
+    clip_grad: float = 10.0
+    seed: int = 0
+    max_steps_per_epoch: int | None = None  # for quick runs and tests
+    device: str | None = None  # default: CUDA when available
+    # spconv's CPU path runs hundreds of small matrix products per step; OpenMP threads make them slower,
+    # badly so on a busy machine (measured: first step 9-50 s with 2 threads under load, 0.1 s with 1)
+    cpu_threads: int = 1
+    model: SegmentorConfig = field(default_factory=SegmentorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    pvc: PVCLoopConfig = field(default_factory=PVCLoopConfig)
+    cscs: CSCS2DConfig = field(default_factory=CSCS2DConfig)
+
+
+def _sample_dict(s) -> dict:
+    d = {"xyz": s.xyz, "intensity": s.intensity, "elongation": s.elongation,
+         "semantic": s.semantic.astype(np.int64), "instance": s.instance.astype(np.int64)}
+    if s.cscs_2d is not None:
+        d["cscs"] = s.cscs_2d
+    return d
+
+
+def _batches(ds, labels, positions, cfg: Train3DConfig, epoch: int, cscs_round):
+    rng = np.random.default_rng([cfg.seed, epoch, 0])
+    buf = []
+    for s in iter_samples(ds, labels, positions, rng, SPGConfig(), cscs_round):
+        buf.append(s)
+        if len(buf) == cfg.frames_per_step:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def cscs_3d_loss(out: dict, targets: torch.Tensor) -> torch.Tensor:
+    """Eq. 5 for 2D → 3D with the §8 confidence rule (``train2d.cscs.cscs_loss``); NaN targets carry no loss."""
+    from ..train2d.cscs import cscs_loss
+
+    valid = ~torch.isnan(targets)
+    if out.get("valid") is not None:
+        valid &= out["valid"][:, None]
+    student = torch.sigmoid(out["sem_logits"].float())
+    return cscs_loss(student, torch.nan_to_num(targets, nan=0.0), valid)
+
+
+def train_step(model, teacher, opt, sched, samples, cfg: Train3DConfig, step: int, epoch: int,
+               device: torch.device) -> dict[str, float]:
+    rng = np.random.default_rng([cfg.seed, epoch, step + 1])
+    frames = [augment_frame(_sample_dict(s), rng, cfg.augment) for s in samples]
+    batch = make_batch(frames, device)
+    model.train()
+    with autocast(device):
+        out = model(batch)
+    out = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}
+    losses = segmentor_loss(out, batch.xyz, batch.semantic, batch.instance, batch.batch_idx, cfg.loss)
+    if cfg.cscs.round is not None and step >= cfg.cscs.start_step and all("cscs" in f for f in frames):
+        targets = torch.as_tensor(np.concatenate([f["cscs"] for f in frames]), dtype=torch.float32, device=device)
+        ramp = min(1.0, (step - cfg.cscs.start_step + 1) / max(cfg.cscs.warmup_steps, 1))
+        losses["loss_cscs"] = cfg.cscs.weight * ramp * cscs_3d_loss(out, targets)
+        losses["loss"] = losses["loss"] + losses["loss_cscs"]
+    if not torch.isfinite(losses["loss"]):
+        raise FloatingPointError(f"step {step}: non-finite loss {float(losses['loss'])} (frames "
+                                 f"{[s.frame_id for s in samples]})")
+    opt.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+    opt.step()
+    sched.step()
+    momentum = teacher.update(model.module if hasattr(model, "module") else model, step)
+    return {**{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0],
+            "ema_momentum": momentum}
+
+
+def _pvc_due(cfg: Train3DConfig, epoch: int) -> bool:
+    """After finishing ``epoch`` (0-based): is a PVC round due?"""
+    if not cfg.pvc.enabled:
+        return False
+    start = cfg.epochs // 2 if cfg.pvc.start_epoch is None else cfg.pvc.start_epoch
+    done = epoch + 1
+    return done >= start and (done - start) % max(cfg.pvc.every, 1) == 0 and done < cfg.epochs
+
+
+def run_pvc_round(data: Path, teacher: torch.nn.Module, cfg: Train3DConfig, rnd: int, base: str,
+                  device: torch.device) -> None:
+    """Export teacher predictions as round ``rnd`` and run the ``pvc`` stage (the CLI's code path)."""
+    from .predict3d import export_predictions
+    from .runner import run_stages
+
+    export_predictions(data, teacher, cfg.infer, rnd, device, info={"round": rnd, "base": base}, show_progress=False)
+    res = run_stages(data, ["pvc"], {"pvc": {"base": base, "history": cfg.pvc.history, "tau_low": cfg.pvc.tau_low,
+                                             "tau_high": cfg.pvc.tau_high}}, show_progress=False)
+    failed = [r for r in res if r.status == "failed"]
+    if failed:
+        raise RuntimeError(f"PVC round {rnd} failed: {failed[0].shard}: {failed[0].error}")
+
+
+def train_3d(data: Path | str, out: Path | str, cfg: Train3DConfig, resume: bool = False,
+             show_progress: bool = True, stop_after_epoch: int | None = None) -> dict:
+    """Train; returns a summary. Writes config/run snapshot, metrics.csv and checkpoints into ``out``.
+
+    ``stop_after_epoch`` ends this process after that epoch's checkpoint (as a preempted job would);
+    a later ``resume=True`` run continues the same schedule.
+    """
+    data, run = Path(data), Path(out)
+    dist = init_distributed()
+    device = pick_device(dist, cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.cpu_threads)
+    seed_everything(cfg.seed)
+    ds = open_dataset(data)
+    positions = list(range(dist.rank, ds.num_shards, dist.world_size))
+    frames = sum(ds.manifest.shards[p].frames for p in positions)
+    steps_per_epoch = math.ceil(frames / cfg.frames_per_step)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    model = VoteSegmentor(cfg.model).to(device)
+    teacher = EMATeacher(model, cfg.ema)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.max_lr, total_steps=max(cfg.epochs * steps_per_epoch, 1),
+                                                pct_start=cfg.pct_start)
+    state = {"epoch": 0, "step": 0, "labels": cfg.labels, "pvc_rounds": []}
+    metrics = MetricsLog(run, enabled=dist.is_main)
+    ckpt = latest_checkpoint(run) if resume else None
+    if ckpt is not None:
+        saved = load_checkpoint(ckpt, device)
+        model.load_state_dict(saved["model"])
+        teacher.model.load_state_dict(saved["teacher"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        metrics.truncate_after(state["step"])
+        log.info("train-3d: resumed from %s (epoch %d, step %d, labels %s)", ckpt, state["epoch"], state["step"],
+                 state["labels"])
+    if dist.is_main:
+        snapshot_run(run, cfg, {"data": str(data), "kind": "train-3d"})
+    ddp_model = model
+    if dist.world_size > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    t0 = time.time()
+    last: dict = {}
+    for epoch in range(state["epoch"], cfg.epochs):
+        with progress_bar(total=steps_per_epoch, unit="step", desc=f"train-3d epoch {epoch + 1}/{cfg.epochs}",
+                          enabled=show_progress and dist.is_main) as bar:
+            for i, samples in enumerate(_batches(ds, state["labels"], positions, cfg, epoch, _cscs_round(data, cfg))):
+                if i >= steps_per_epoch:
+                    break
+                last = train_step(ddp_model, teacher, opt, sched, samples, cfg, state["step"], epoch, device)
+                state["step"] += 1
+                metrics.log(state["step"], epoch, last)
+                bar.set_postfix(loss=f"{last['loss']:.3f}")
+                bar.update(1)
+        state["epoch"] = epoch + 1
+        if _pvc_due(cfg, epoch) and dist.is_main:
+            run_pvc_round(data, teacher.model, cfg, epoch + 1, cfg.labels, device)
+            state["labels"] = "pvc"
+            state["pvc_rounds"].append(epoch + 1)
+        if dist.is_main:
+            save_checkpoint(run, {"model": model.state_dict(), "teacher": teacher.model.state_dict(),
+                                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "state": dict(state),
+                                  "config": config_to_dict(cfg)}, f"epoch-{epoch + 1:04d}")
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    summary = {"epochs": cfg.epochs, "steps": state["step"], "seconds": time.time() - t0, "device": str(device),
+               "labels": state["labels"], "pvc_rounds": state["pvc_rounds"], "last": last}
+    log.info("train-3d: %d steps on %s in %.1f s, final loss %.4f", state["step"], device, summary["seconds"],
+             last.get("loss", float("nan")))
+    return summary
+
+
+def _cscs_round(data: Path, cfg: Train3DConfig) -> int | None:
+    if cfg.cscs.round is None:
+        return None
+    from ..data.prediction_store import resolve_round
+
+    return resolve_round(data, "2d", cfg.cscs.round)
+
+
+def load_teacher(run: Path | str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Train3DConfig]:
+    """The EMA teacher of a run's newest checkpoint (the weights MWSIS evaluates), with the run's config."""
+    from ..data.store import StoreError
+    from .training import apply_overrides, flatten_dict
+
+    ckpt = latest_checkpoint(Path(run))
+    if ckpt is None:
+        raise StoreError(f"{run}: no checkpoint (train with `mwsis train-3d --out {run}` first)")
+    saved = load_checkpoint(ckpt, device)
+    cfg = apply_overrides(Train3DConfig(), flatten_dict(saved["config"]))
+    model = VoteSegmentor(cfg.model).to(device)
+    model.load_state_dict(saved["teacher"])
+    model.eval()
+    return model, cfg
+
