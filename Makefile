@@ -14,7 +14,10 @@ SEED ?= 0
 WORKERS ?= 2
 LABEL_DATA = $(or $(DATA),$(SYNTH_DATA))
 
-.PHONY: install test pseudolabels synth viz bench clean help
+RUN3D ?= out/runs/train3d
+CONFIG3D ?= configs/train3d-tiny.yaml
+
+.PHONY: install test pseudolabels synth viz bench train-3d experiment-3d clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,6 +45,15 @@ pseudolabels: $(STAMP)  ## the main job: all pseudo-label stages on DATA (defaul
 viz: $(STAMP)  ## pictures (ground truth and every stage's labels) of the first frame of DATA or SYNTH_DATA
 	$(BIN)/mwsis viz frame $(LABEL_DATA) $$($(BIN)/mwsis info $(LABEL_DATA) --json | \
 		$(BIN)/python -c "import json,sys; print(json.load(sys.stdin)['first_frame_id'])") --out $(LABEL_DATA)/viz
+
+train-3d: $(STAMP)  ## train the 3D segmentor on SPG labels of DATA (default: the synthetic dataset; CONFIG3D, RUN3D)
+	$(if $(DATA),,$(MAKE) --no-print-directory synth)
+	$(BIN)/mwsis pseudolabels --data $(LABEL_DATA) --stages spg --no-eval --workers $(WORKERS)
+	$(BIN)/mwsis train-3d --data $(LABEL_DATA) --labels spg --out $(RUN3D) --config $(CONFIG3D) --resume
+	$(BIN)/mwsis eval-3d --run $(RUN3D) --data $(LABEL_DATA) --json $(RUN3D)/eval.json
+
+experiment-3d: $(STAMP)  ## not in CI: Table-4-style rows (SPG labels, model, +PVC, +RSC) on held-out synthetic frames
+	NUMBA_NUM_THREADS=1 $(BIN)/python bench/experiment_3d.py --out out/experiment-3d
 
 bench: $(STAMP)  ## benchmarks on one core, JSON into bench/results/
 	mkdir -p bench/results

@@ -83,7 +83,7 @@ class Camera:
         if self.image_bytes is None:
             raise ValueError(f"camera {self.name}: image not loaded (open the frame with images=True)")
         with Image.open(io.BytesIO(self.image_bytes)) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # a writable copy (torch.as_tensor warns on read-only arrays)
 
     def project(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Project vehicle-frame points; returns (uv (N, 2) float64, valid (N,) bool).

@@ -130,10 +130,11 @@ def _register() -> None:
     from .cli_labels import bench_cmd, eval_labels_cmd, pseudolabels_cmd, stage_cmd
 
     from .cli_convert import convert
-    from .cli_train import eval_3d_cmd, predict_3d_cmd, train_3d_cmd
+    from .cli_train import (eval_2d_cmd, eval_3d_cmd, predict_2d_cmd, predict_3d_cmd, train_2d_cmd,
+                            train_3d_cmd)
 
     for cmd in (stage_cmd, pseudolabels_cmd, eval_labels_cmd, bench_cmd, convert, train_3d_cmd, predict_3d_cmd,
-                eval_3d_cmd):
+                eval_3d_cmd, train_2d_cmd, predict_2d_cmd, eval_2d_cmd):
         main.add_command(cmd)
 
 

@@ -88,3 +88,68 @@ def eval_3d_cmd(run, data, rsc, min_points, json_path):
     if not res["frames"]:
         raise click.ClickException(f"{data}: no frame has per-point ground truth")
     _json_out(res, json_path)
+
+
+@click.command("train-2d")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue from the run's newest checkpoint.")
+@click.option("--pseudo-masks", type=click.Choice(["sam"]), default=None,
+              help="Use the sam stage's box-prompt masks as 2D pseudo masks.")
+@click.option("--cscs-3d", "cscs_3d", default=None, metavar="ROUND|latest",
+              help="CSCS 3D->2D: supervise with the 3D teacher's predictions of this round.")
+@click.option("--backbone-weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="torchvision-format ImageNet ResNet weights (.pth); random init otherwise.")
+@_config_opt
+@_set_opt
+def train_2d_cmd(data, out, resume, pseudo_masks, cscs_3d, backbone_weights, config_path, sets):
+    """Train the 2D BoxInst (CondInst) + IPG segmenter from 2D boxes (EMA teacher, checkpoints, metrics.csv)."""
+    from .train2d import Train2DConfig, train_2d
+    from .training import load_config
+
+    extra = [f"{k}={v}" for k, v in (("pseudo_masks", pseudo_masks), ("cscs_3d", cscs_3d),
+                                      ("backbone_weights", backbone_weights)) if v]
+    try:
+        cfg = load_config(Train2DConfig, config_path, [*sets, *extra])
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+    summary = train_2d(data, out, cfg, resume=resume)
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=1))
+
+
+def _teacher_2d(run):
+    from .train2d import load_teacher_2d
+    from .training import init_distributed, pick_device
+
+    device = pick_device(init_distributed())
+    model, cfg = load_teacher_2d(run, device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.cpu_threads)
+    return model, cfg, device
+
+
+@click.command("predict-2d")
+@click.option("--run", type=click.Path(exists=True, file_okay=False), required=True, help="Run directory.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
+@click.option("--round", "rnd", type=click.IntRange(min=0), required=True, help="Round number to write.")
+def predict_2d_cmd(run, data, rnd):
+    """Write the 2D teacher's IPG mask probabilities at each point's projections to predictions/2d/round=R/."""
+    from .predict2d import export_predictions_2d
+
+    model, cfg, device = _teacher_2d(run)
+    export_predictions_2d(data, model, cfg, rnd, device, info={"run": str(Path(run).resolve()), "round": rnd})
+
+
+@click.command("eval-2d")
+@click.option("--run", type=click.Path(exists=True, file_okay=False), required=True, help="Run directory.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset with GT masks.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the result here.")
+def eval_2d_cmd(run, data, json_path):
+    """COCO mask AP/AP50/AP75 per class (pycocotools, original resolution, GT masks > 200 px)."""
+    from .predict2d import evaluate_2d
+
+    model, cfg, device = _teacher_2d(run)
+    res = evaluate_2d(model, data, cfg, device)
+    if not res["images"]:
+        raise click.ClickException(f"{data}: no frame has ground-truth masks")
+    _json_out(res, json_path)

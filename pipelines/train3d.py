@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +24,8 @@ from ..train3d.ema import EMAConfig, EMATeacher
 from ..train3d.infer import InferConfig
 from ..train3d.losses import LossConfig, segmentor_loss
 from ..train3d.model import SegmentorConfig, VoteSegmentor, make_batch
-from .progress import progress_bar
 from .samples3d import iter_samples
-from .training import (MetricsLog, autocast, config_to_dict, init_distributed, latest_checkpoint, load_checkpoint,
-                       pick_device, save_checkpoint, seed_everything, snapshot_run)
+from .training import autocast, fit, init_distributed, latest_checkpoint, load_checkpoint, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -184,49 +181,29 @@ def train_3d(data: Path | str, out: Path | str, cfg: Train3DConfig, resume: bool
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.max_lr, total_steps=max(cfg.epochs * steps_per_epoch, 1),
                                                 pct_start=cfg.pct_start)
-    state = {"epoch": 0, "step": 0, "labels": cfg.labels, "pvc_rounds": []}
-    metrics = MetricsLog(run, enabled=dist.is_main)
-    ckpt = latest_checkpoint(run) if resume else None
-    if ckpt is not None:
-        saved = load_checkpoint(ckpt, device)
-        model.load_state_dict(saved["model"])
-        teacher.model.load_state_dict(saved["teacher"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        state = saved["state"]
-        metrics.truncate_after(state["step"])
-        log.info("train-3d: resumed from %s (epoch %d, step %d, labels %s)", ckpt, state["epoch"], state["step"],
-                 state["labels"])
-    if dist.is_main:
-        snapshot_run(run, cfg, {"data": str(data), "kind": "train-3d"})
     ddp_model = model
     if dist.world_size > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    t0 = time.time()
-    last: dict = {}
-    for epoch in range(state["epoch"], cfg.epochs):
-        with progress_bar(total=steps_per_epoch, unit="step", desc=f"train-3d epoch {epoch + 1}/{cfg.epochs}",
-                          enabled=show_progress and dist.is_main) as bar:
-            for i, samples in enumerate(_batches(ds, state["labels"], positions, cfg, epoch, _cscs_round(data, cfg))):
-                if i >= steps_per_epoch:
-                    break
-                last = train_step(ddp_model, teacher, opt, sched, samples, cfg, state["step"], epoch, device)
-                state["step"] += 1
-                metrics.log(state["step"], epoch, last)
-                bar.set_postfix(loss=f"{last['loss']:.3f}")
-                bar.update(1)
-        state["epoch"] = epoch + 1
+    cscs_round = _cscs_round(data, cfg)
+
+    def batches(epoch, state):
+        return _batches(ds, state["labels"], positions, cfg, epoch, cscs_round)
+
+    def step(samples, state):
+        return train_step(ddp_model, teacher, opt, sched, samples, cfg, state["step"], state["epoch"], device)
+
+    def after_epoch(epoch, state):
         if _pvc_due(cfg, epoch) and dist.is_main:
             run_pvc_round(data, teacher.model, cfg, epoch + 1, cfg.labels, device)
             state["labels"] = "pvc"
             state["pvc_rounds"].append(epoch + 1)
-        if dist.is_main:
-            save_checkpoint(run, {"model": model.state_dict(), "teacher": teacher.model.state_dict(),
-                                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "state": dict(state),
-                                  "config": config_to_dict(cfg)}, f"epoch-{epoch + 1:04d}")
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            break
-    summary = {"epochs": cfg.epochs, "steps": state["step"], "seconds": time.time() - t0, "device": str(device),
+
+    state = {"epoch": 0, "step": 0, "labels": cfg.labels, "pvc_rounds": []}
+    res = fit(run, cfg, {"model": model, "teacher": teacher.model, "optimizer": opt, "scheduler": sched}, state,
+              batches, step, steps_per_epoch, cfg.epochs, dist, "train-3d", after_epoch, resume, show_progress,
+              stop_after_epoch, {"data": str(data), "kind": "train-3d"})
+    state, last = res["state"], res["last"]
+    summary = {"epochs": cfg.epochs, "steps": state["step"], "seconds": res["seconds"], "device": str(device),
                "labels": state["labels"], "pvc_rounds": state["pvc_rounds"], "last": last}
     log.info("train-3d: %d steps on %s in %.1f s, final loss %.4f", state["step"], device, summary["seconds"],
              last.get("loss", float("nan")))

@@ -241,3 +241,59 @@ def pick_device(dist_info: DistInfo, device: str | None = None) -> torch.device:
     if device:
         return torch.device(device)
     return torch.device(f"cuda:{dist_info.local_rank}" if torch.cuda.is_available() else "cpu")
+
+
+# ------------------------------------------------------------------------------------- the epoch loop
+
+
+def fit(run: Path, cfg: Any, parts: dict[str, Any], state: dict, batches, step, steps_per_epoch: int,
+        epochs: int, dist: DistInfo, desc: str, after_epoch=None, resume: bool = False,
+        show_progress: bool = True, stop_after_epoch: int | None = None, extra_snapshot: dict | None = None) -> dict:
+    """The epoch loop both trainers share.
+
+    ``parts``: name -> object with ``state_dict``/``load_state_dict`` (model, teacher, optimizer, scheduler),
+    all checkpointed every epoch with ``state`` (``epoch`` and ``step`` are kept up to date here; trainers add
+    their own keys). ``batches(epoch, state)`` yields batches; ``step(batch, state)`` trains on one and returns
+    scalar metrics (logged to metrics.csv); ``after_epoch(epoch, state)`` runs before the checkpoint (e.g. PVC).
+    ``resume`` continues from the newest checkpoint; ``stop_after_epoch`` ends early, as a preempted job would.
+    """
+    import time
+
+    from .progress import progress_bar
+
+    metrics = MetricsLog(run, enabled=dist.is_main)
+    ckpt = latest_checkpoint(run) if resume else None
+    if ckpt is not None:
+        saved = load_checkpoint(ckpt)
+        for name, part in parts.items():
+            part.load_state_dict(saved[name])
+        state.clear()
+        state.update(saved["state"])
+        if "torch_rng" in saved:  # models that draw from torch's global generator continue identically
+            torch.set_rng_state(saved["torch_rng"])
+        metrics.truncate_after(state["step"])
+    if dist.is_main:
+        snapshot_run(run, cfg, {"resumed_from": None if ckpt is None else ckpt.name, **(extra_snapshot or {})})
+    t0 = time.time()
+    last: dict = {}
+    for epoch in range(state["epoch"], epochs):
+        with progress_bar(total=steps_per_epoch, unit="step", desc=f"{desc} epoch {epoch + 1}/{epochs}",
+                          enabled=show_progress and dist.is_main) as bar:
+            for i, batch in enumerate(batches(epoch, state)):
+                if i >= steps_per_epoch:
+                    break
+                last = step(batch, state)
+                state["step"] += 1
+                metrics.log(state["step"], epoch, last)
+                bar.set_postfix(loss=f"{last.get('loss', float('nan')):.3f}")
+                bar.update(1)
+        state["epoch"] = epoch + 1
+        if after_epoch is not None:
+            after_epoch(epoch, state)
+        if dist.is_main:
+            save_checkpoint(run, {**{n: p.state_dict() for n, p in parts.items()}, "state": dict(state),
+                                  "config": config_to_dict(cfg), "torch_rng": torch.get_rng_state()},
+                            f"epoch-{epoch + 1:04d}")
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    return {"state": state, "last": last, "seconds": time.time() - t0}

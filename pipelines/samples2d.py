@@ -1,0 +1,79 @@
+"""Camera-image samples of the 2D branch: each camera image of a frame with its boxes is one sample.
+
+Optional extras ride along: SAM masks (``labels/sam``) as 2D pseudo masks, and for CSCS 3D → 2D the 3D
+teacher's per-point probabilities (``predictions/3d/round=R``) at the points' projections into this camera.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from ..data.frame import Frame
+from ..data.label_store import LabelShard
+from ..data.prediction_store import PredictionShard
+from ..data.store import Dataset, ShardError
+
+
+@dataclass
+class Sample2D:
+    frame_id: str
+    camera_id: int
+    image: np.ndarray  # (H, W, 3) uint8
+    boxes: np.ndarray  # (K, 4) float32 x1 y1 x2 y2, original pixels
+    classes: np.ndarray  # (K,) int64
+    box_index: np.ndarray  # (K,) index into the frame's boxes2d
+    sam_masks: list | None = None  # K RLEs (or None per box) from the sam stage
+    points_uv: np.ndarray | None = None  # (P, 2) projections into this camera
+    points_prob: np.ndarray | None = None  # (P, C) 3D teacher probabilities of those points
+
+
+def camera_samples(frame: Frame, sam=None, probs_3d: np.ndarray | None = None, with_empty: bool = False) -> list[Sample2D]:
+    """The frame's camera images that have boxes (all of them with ``with_empty``)."""
+    out = []
+    b = frame.boxes2d
+    for cam in frame.cameras:
+        idx = np.flatnonzero(b.camera_id == cam.camera_id)
+        if not len(idx) and not with_empty:
+            continue
+        s = Sample2D(frame.frame_id, cam.camera_id, cam.image(), b.xyxy[idx].astype(np.float32),
+                     b.class_id[idx].astype(np.int64), idx)
+        if sam is not None and sam.masks2d is not None:
+            by_box = {int(k): r for k, r in zip(sam.masks2d.box_index, sam.masks2d.rles)}
+            s.sam_masks = [by_box.get(int(k)) for k in idx]
+        if probs_3d is not None:
+            uv, pr = [], []
+            for slot in range(2):
+                sel = frame.points.cam_id[:, slot] == cam.camera_id
+                ok = sel & ~np.isnan(probs_3d).any(axis=1)
+                uv.append(frame.points.cam_uv[ok, slot])
+                pr.append(probs_3d[ok])
+            s.points_uv, s.points_prob = np.concatenate(uv).astype(np.float32), np.concatenate(pr).astype(np.float32)
+        out.append(s)
+    return out
+
+
+def iter_camera_samples(ds: Dataset, positions: list[int], rng: np.random.Generator | None = None,
+                        sam: bool = False, cscs_round: int | None = None) -> Iterator[Sample2D]:
+    """Samples shard by shard (shuffled shard and frame order with ``rng``; bounded memory)."""
+    order = list(positions)
+    if rng is not None:
+        rng.shuffle(order)
+    for pos in order:
+        info = ds.manifest.shards[pos]
+        shard = ds.shard(pos)
+        sam_shard = LabelShard(ds, "sam", info.name) if sam else None
+        pred = PredictionShard(ds, "3d", cscs_round, info.name) if cscs_round is not None else None
+        rows = np.arange(len(shard))
+        if rng is not None:
+            rng.shuffle(rows)
+        for i in rows:
+            frame = shard.frame(int(i), images=True)
+            lab = sam_shard.labels(int(i)) if sam_shard else None
+            probs = None
+            if pred is not None:
+                fid, probs = pred.predictions(int(i))
+                if fid != frame.frame_id:
+                    raise ShardError(pred.path, f"row {i} is frame {fid}, expected {frame.frame_id} (mismatched ids)")
+            yield from camera_samples(frame, lab, probs)

@@ -1,0 +1,212 @@
+"""The 2D trainer (``mwsis train-2d``): BoxInst (CondInst) + IPG from 2D boxes, with CSCS 3D → 2D.
+
+MWSIS §3.2, §3.4, §4.2: SGD (lr 0.01, momentum 0.9, weight decay 1e-4) with a linear warm-up and the
+1x-style steps at 2/3 and 11/12 of training; the paper's multi-scale resize, flip and padding; an EMA
+teacher whose per-box masks (IPG, Eq. 1-2) self-supervise the student; optional SAM masks as pseudo
+masks; optional CSCS 3D → 2D from ``predictions/3d/round=R``. The epoch loop, checkpoints, resume,
+metrics and run snapshot are ``training.fit`` — the same code as the 3D trainer.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.store import open_dataset
+from ..train2d.config import Model2DConfig
+from ..train2d.model import BoxInstModel
+from ..train2d.transforms import collate, prepare_image, sample_train_scale
+from ..train3d.ema import EMAConfig, EMATeacher
+from .samples2d import iter_camera_samples
+from .training import autocast, fit, init_distributed, latest_checkpoint, load_checkpoint, pick_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Train2DConfig:
+    epochs: int = 24  # MWSIS §4.2 (24e)
+    images_per_step: int = 2  # per process
+    lr: float = 0.01  # SGD, MWSIS §4.2
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 500  # linear warm-up from lr * warmup_factor
+    warmup_factor: float = 0.001
+    lr_steps: tuple[float, ...] = (2 / 3, 11 / 12)  # fractions of training where lr drops 10x (mmdet 1x)
+    clip_grad: float | None = None
+    seed: int = 0
+    max_steps_per_epoch: int | None = None
+    train_short_sides: tuple[int, ...] | None = None  # None: the paper's multi-scale set (train2d.transforms)
+    max_long_side: int | None = None
+    test_scale: tuple[int, int] | None = None  # (long, short) at inference; None: the paper's (1333, 800)
+    flip_prob: float = 0.5
+    pseudo_masks: str | None = None  # "sam": SAM box-prompt masks from labels/sam as pseudo masks
+    cscs_3d: str | None = None  # "latest" or a round of predictions/3d: CSCS 3D -> 2D
+    backbone_weights: str | None = None  # ImageNet weights file; None = random init
+    device: str | None = None
+    cpu_threads: int = 2
+    model: Model2DConfig = field(default_factory=Model2DConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+
+
+def _prepare(s, cfg: Train2DConfig, rng: np.random.Generator, train: bool) -> dict:
+    from ..train2d.transforms import MAX_LONG_SIDE, TEST_SCALE, TRAIN_SHORT_SIDES
+
+    if train:
+        scale = sample_train_scale(rng, cfg.train_short_sides or TRAIN_SHORT_SIDES, cfg.max_long_side or MAX_LONG_SIDE)
+    else:
+        scale = cfg.test_scale or TEST_SCALE
+    flip = bool(train and rng.random() < cfg.flip_prob)
+    out = prepare_image(s.image, s.boxes, scale=scale, flip=flip, pixel_mean=cfg.model.pixel_mean,
+                        pixel_std=cfg.model.pixel_std, bgr=cfg.model.bgr)
+    out["classes"] = torch.as_tensor(s.classes)
+    if s.points_uv is not None:
+        out["points_uv"] = torch.as_tensor(s.points_uv)
+        out["points_teacher_prob"] = torch.as_tensor(s.points_prob)
+    if s.sam_masks is not None:
+        out["sam_masks"] = s.sam_masks
+    return out
+
+
+def sam_teacher_outputs(targets: list[dict], images: torch.Tensor, stride: int = 4) -> dict:
+    """SAM masks as IPG-style pseudo maps (per image (K, H/4, W/4) in {0, 1}, valid where a mask exists)."""
+    from pycocotools import mask as mask_utils
+
+    h4, w4 = images.shape[-2] // stride, images.shape[-1] // stride
+    maps, valid = [], []
+    for t in targets:
+        rles = t.get("sam_masks") or []
+        m = torch.zeros(len(rles), h4, w4)
+        v = torch.zeros(len(rles), dtype=torch.bool)
+        for k, rle in enumerate(rles):
+            if rle is None:
+                continue
+            full = torch.as_tensor(mask_utils.decode(rle).astype(np.float32))
+            mapped = _map_mask(full, t["transform"])
+            m[k] = F.interpolate(mapped[None, None], size=(h4, w4), mode="bilinear", align_corners=False)[0, 0]
+            v[k] = True
+        maps.append((m > 0.5).float().to(images.device))
+        valid.append(v.to(images.device))
+    return {"pseudo_masks": maps, "pseudo_valid": valid}
+
+
+def _map_mask(mask: torch.Tensor, tf) -> torch.Tensor:
+    """An original-resolution mask through resize, flip and padding onto the padded canvas."""
+    h1, w1 = tf.resized_size
+    m = F.interpolate(mask[None, None], size=(h1, w1), mode="bilinear", align_corners=False)[0, 0]
+    if tf.flip:
+        m = m.flip(-1)
+    hp, wp = tf.padded_size
+    top, left = tf.pad_offset
+    return F.pad(m, (left, wp - w1 - left, top, hp - h1 - top))
+
+
+def lr_lambda(cfg: Train2DConfig, total_steps: int):
+    steps = [int(f * total_steps) for f in cfg.lr_steps]
+
+    def f(it: int) -> float:
+        warm = 1.0 if it >= cfg.warmup_iters else cfg.warmup_factor + (1 - cfg.warmup_factor) * it / cfg.warmup_iters
+        return warm * 0.1 ** sum(it >= s for s in steps)
+
+    return f
+
+
+def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool = False, show_progress: bool = True,
+             stop_after_epoch: int | None = None) -> dict:
+    from ..data.prediction_store import resolve_round
+
+    data, run = Path(data), Path(out)
+    dist = init_distributed()
+    device = pick_device(dist, cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.cpu_threads)
+    seed_everything(cfg.seed)
+    ds = open_dataset(data)
+    positions = list(range(dist.rank, ds.num_shards, dist.world_size))
+    cameras = len(ds.manifest.sensors.get("cameras", [])) or 1
+    images = cameras * sum(ds.manifest.shards[p].frames for p in positions)  # upper bound: cameras with boxes
+    steps_per_epoch = max(1, math.ceil(images / cfg.images_per_step))
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    model_cfg = cfg.model
+    if cfg.backbone_weights:
+        from dataclasses import replace
+
+        model_cfg = replace(model_cfg, backbone=replace(model_cfg.backbone, weights_path=cfg.backbone_weights))
+    model = BoxInstModel(model_cfg).to(device)
+    teacher = EMATeacher(model, cfg.ema)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, cfg.epochs * steps_per_epoch))
+    ddp_model = model
+    if dist.world_size > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    cscs_round = resolve_round(data, "3d", cfg.cscs_3d) if cfg.cscs_3d else None
+
+    def batches(epoch, state):
+        rng = np.random.default_rng([cfg.seed, epoch, 1])
+        buf = []
+        for s in iter_camera_samples(ds, positions, rng, sam=cfg.pseudo_masks == "sam", cscs_round=cscs_round):
+            buf.append(_prepare(s, cfg, rng, train=True))
+            if len(buf) == cfg.images_per_step:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+
+    def step(samples, state):
+        images, targets = collate(samples)
+        images = images.to(device)
+        for t in targets:
+            t["boxes"], t["classes"] = t["boxes"].to(device), t["classes"].to(device)
+            if "image_rgb" in t:
+                t["image_rgb"] = t["image_rgb"].to(device)
+        it = state["step"]
+        with torch.no_grad():
+            teacher_out = (sam_teacher_outputs(targets, images) if cfg.pseudo_masks == "sam"
+                           else teacher.model.ipg_teacher_outputs(images, targets))
+        ddp_model.train()
+        with autocast(device):
+            losses = ddp_model(images, targets, teacher_outputs=teacher_out, iteration=it)
+        loss = sum(v.float() for v in losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {it}: non-finite loss {float(loss)}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        opt.step()
+        sched.step()
+        m = teacher.update(model, it)
+        return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
+                "lr": sched.get_last_lr()[0], "ema_momentum": m}
+
+    state = {"epoch": 0, "step": 0}
+    res = fit(run, cfg, {"model": model, "teacher": teacher.model, "optimizer": opt, "scheduler": sched}, state,
+              batches, step, steps_per_epoch, cfg.epochs, dist, "train-2d", None, resume, show_progress,
+              stop_after_epoch, {"data": str(data), "kind": "train-2d"})
+    summary = {"epochs": cfg.epochs, "steps": res["state"]["step"], "seconds": res["seconds"], "device": str(device),
+               "last": res["last"]}
+    log.info("train-2d: %d steps on %s in %.1f s, final loss %.4f", summary["steps"], device, summary["seconds"],
+             res["last"].get("loss", float("nan")))
+    return summary
+
+
+def load_teacher_2d(run: Path | str, device: torch.device | str = "cpu") -> tuple[BoxInstModel, Train2DConfig]:
+    """The EMA teacher of a 2D run's newest checkpoint, with the run's config."""
+    from ..data.store import StoreError
+    from .training import apply_overrides, flatten_dict
+
+    ckpt = latest_checkpoint(Path(run))
+    if ckpt is None:
+        raise StoreError(f"{run}: no checkpoint (train with `mwsis train-2d --out {run}` first)")
+    saved = load_checkpoint(ckpt, device)
+    cfg = apply_overrides(Train2DConfig(), flatten_dict(saved["config"]))
+    model = BoxInstModel(cfg.model).to(device)
+    model.load_state_dict(saved["teacher"])
+    model.eval()
+    return model, cfg

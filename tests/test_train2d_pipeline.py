@@ -1,0 +1,97 @@
+"""The 2D trainer end to end on tiny synthetic data, CSCS in both directions, predict-2d and eval-2d."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from pycocotools import mask as mask_utils
+
+from mwsis.data.prediction_store import PredictionShard, list_rounds
+from mwsis.data.store import open_dataset
+from mwsis.pipelines.cli import main
+from mwsis.pipelines.predict2d import coco_mask_ap
+from mwsis.pipelines.train2d import Train2DConfig, train_2d
+from mwsis.pipelines.training import latest_checkpoint, load_checkpoint, load_config, read_metrics
+
+TINY2D = Path(__file__).resolve().parents[1] / "configs" / "train2d-tiny.yaml"
+TINY3D = Path(__file__).resolve().parents[1] / "configs" / "train3d-tiny.yaml"
+
+
+@pytest.fixture
+def ds(tiny_dataset, tmp_path):
+    out = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, out)
+    return out
+
+
+def test_coco_mask_ap_known_case():
+    mask = np.zeros((20, 30), np.uint8)
+    mask[2:12, 3:20] = 1
+    other = np.zeros_like(mask)
+    other[14:20, 0:30] = 1
+    rle = {k: (v.decode() if isinstance(v, bytes) else v)
+           for k, v in mask_utils.encode(np.asfortranarray(mask)).items()}
+    images = [{"id": 1, "height": 20, "width": 30}]
+    gts = [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle, "area": 170.0, "iscrowd": 0,
+            "bbox": [3, 2, 17, 10]}]
+    perfect = coco_mask_ap(images, gts, [{"image_id": 1, "category_id": 1, "segmentation": rle, "score": 0.9}])
+    assert perfect["ap"] == pytest.approx(1.0) and perfect["per_class"]["vehicle"]["ap50"] == pytest.approx(1.0)
+    orle = {k: (v.decode() if isinstance(v, bytes) else v)
+            for k, v in mask_utils.encode(np.asfortranarray(other)).items()}
+    wrong = coco_mask_ap(images, gts, [{"image_id": 1, "category_id": 1, "segmentation": orle, "score": 0.9}])
+    assert wrong["ap"] == 0.0
+
+
+def test_train_resume_predict_eval_and_cscs_both_ways(ds, tmp_path):
+    runner = CliRunner()
+    full, part = tmp_path / "full", tmp_path / "part"
+    cfg = load_config(Train2DConfig, TINY2D, ["epochs=2", "max_steps_per_epoch=2"])
+    train_2d(ds, full, cfg, show_progress=False)
+    train_2d(ds, part, cfg, show_progress=False, stop_after_epoch=1)
+    train_2d(ds, part, cfg, resume=True, show_progress=False)
+    a, b = load_checkpoint(latest_checkpoint(full)), load_checkpoint(latest_checkpoint(part))
+    assert a["state"] == b["state"] == {"epoch": 2, "step": 4}
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+    names = {r["name"] for r in read_metrics(full)}
+    assert {"loss", "loss_prj", "loss_pairwise", "loss_pseudo", "lr"} <= names
+
+    r = runner.invoke(main, ["predict-2d", "--run", str(full), "--data", str(ds), "--round", "3"])
+    assert r.exit_code == 0, r.output
+    d = open_dataset(ds)
+    p = PredictionShard(d, "2d", 3, d.manifest.shards[0].name)
+    fid, probs = p.predictions(0)
+    frame = d.frame(fid, images=False)
+    assert probs.shape == (len(frame.points), 2, 3)
+    seen = frame.points.cam_id[:, 0] > 0
+    assert np.isfinite(probs[seen, 0]).mean() > 0.95 and np.isnan(probs[~seen, 0]).all()
+    assert ((probs[seen, 0] >= 0) & (probs[seen, 0] <= 1)).all()
+
+    r = runner.invoke(main, ["eval-2d", "--run", str(full), "--data", str(ds), "--json", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert res["images"] == 8 and res["gt_instances"] > 5 and "ap" in res
+
+    # CSCS 2D -> 3D: the 3D trainer reads round 3 of predictions/2d and logs the loss
+    r = runner.invoke(main, ["train-3d", "--data", str(ds), "--out", str(tmp_path / "r3"), "--config", str(TINY3D),
+                             "--labels", "spg", "--set", "epochs=1", "--set", "pvc.enabled=false", "--cscs-2d", "3"])
+    assert r.exit_code == 1 and "labels/spg" in r.output  # the spg labels must exist first
+    runner.invoke(main, ["pseudolabels", "--data", str(ds), "--stages", "spg", "--no-eval"])
+    r = runner.invoke(main, ["train-3d", "--data", str(ds), "--out", str(tmp_path / "r3"), "--config", str(TINY3D),
+                             "--set", "epochs=1", "--set", "pvc.enabled=false", "--cscs-2d", "latest"])
+    assert r.exit_code == 0, r.output
+    cscs = [row["value"] for row in read_metrics(tmp_path / "r3") if row["name"] == "loss_cscs"]
+    assert cscs and all(np.isfinite(cscs)) and max(cscs) > 0
+
+    # CSCS 3D -> 2D: the 2D trainer reads the 3D teacher's round
+    r = runner.invoke(main, ["predict-3d", "--run", str(tmp_path / "r3"), "--data", str(ds), "--round", "1"])
+    assert r.exit_code == 0 and list_rounds(ds, "3d") == [1]
+    r = runner.invoke(main, ["train-2d", "--data", str(ds), "--out", str(tmp_path / "r4"), "--config", str(TINY2D),
+                             "--set", "epochs=1", "--set", "max_steps_per_epoch=2", "--cscs-3d", "latest"])
+    assert r.exit_code == 0, r.output
+    assert any(row["name"] == "loss_cscs_3d_to_2d" for row in read_metrics(tmp_path / "r4"))

@@ -1,0 +1,163 @@
+"""Configuration of the 2D branch (MWSIS §3.2 and §3.5; BoxInst/CondInst as configured by the authors).
+
+Every default is the paper's value, or, where the paper is silent, the authors' released config
+(``spec/method.md`` §7, §8, §10, §13). A note marks each place where the authors' code differs or where
+we deviate on purpose. All classes are plain frozen dataclasses: there is no global or mutable state.
+
+Iteration counts (warm-ups) are in optimiser steps at the authors' global batch of 8 (4 GPUs x 2 frames,
+2962 it/epoch, method.md §13). Rescale them if you change the batch size or the number of GPUs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """ResNet + FPN (method.md §10). ``depth`` 18/34/50/101 (torchvision ResNet).
+
+    ``norm``: "FrozenBN" (detectron2 style; the authors use ``norm_eval=True``, i.e. frozen statistics) or
+    "BN" (trainable BatchNorm, the right choice when training from random initialisation, e.g. tests).
+    ``frozen_stages``: 0 none, 1 stem + res2 (the authors' value), ... as mmdet ``frozen_stages``.
+    Note: the authors start from caffe-style ResNet-50 weights (BGR, std 1); we load torchvision-format
+    ImageNet weights from ``weights_path`` (RGB, ImageNet mean/std), see ``Model2DConfig.pixel_mean``.
+    """
+
+    depth: int = 50
+    fpn_channels: int = 256
+    norm: str = "FrozenBN"
+    frozen_stages: int = 1
+    weights_path: str | None = None
+
+
+@dataclass(frozen=True)
+class FCOSConfig:
+    """FCOS box head (Tian et al. 2019) as configured in the authors' ``CondInstBoxHead`` (method.md §10)."""
+
+    num_convs: int = 4  # GN towers, 3x3 convs
+    strides: tuple[int, ...] = (8, 16, 32, 64, 128)  # P3..P7
+    # regress ranges per level on max(l, t, r, b) in input pixels (mmdet/AdelaiDet defaults)
+    size_ranges: tuple[tuple[float, float], ...] = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, 1e8))
+    center_sample_radius: float = 1.5  # in units of the level stride
+    norm_reg_targets: bool = True  # regression targets divided by the level stride
+    centerness_on_reg: bool = False  # authors: centerness on the classification tower (AdelaiDet: on reg)
+    prior_prob: float = 0.01
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    loss_cls_weight: float = 1.0
+    loss_loc_weight: float = 1.0  # GIoU, weighted by the centerness targets
+    loss_ctr_weight: float = 1.0
+    # inference (authors' test_cfg)
+    score_thresh: float = 0.05  # on sigmoid(cls) * sigmoid(centerness)
+    nms_pre: int = 1000  # candidates per level before NMS
+    nms_thresh: float = 0.5
+    max_per_img: int = 100
+
+
+@dataclass(frozen=True)
+class CondInstConfig:
+    """CondInst mask branch and dynamic mask head (Tian et al. 2020; method.md §10)."""
+
+    branch_in_levels: tuple[int, ...] = (0, 1, 2)  # P3, P4, P5 (indices into the FPN outputs)
+    branch_channels: int = 128
+    branch_num_convs: int = 4
+    branch_norm: str = "BN"  # authors/AdelaiDet: BN in the mask branch; "GN" is an option for tiny batches
+    mask_channels: int = 16  # mask-feature channels at stride 8
+    head_channels: int = 8  # dynamic 1x1 convs
+    head_num_layers: int = 3
+    rel_coords: bool = True
+    sizes_of_interest: tuple[float, ...] = (64, 128, 256, 512, 1024)  # rel-coord normaliser per level
+    mask_out_stride: int = 4  # logits upsampled x2 from the stride-8 mask features
+    topk_per_img: int = 64  # training: each GT keeps max(64 // #GT, 1) of its positives
+
+
+@dataclass(frozen=True)
+class BoxInstConfig:
+    """BoxInst losses (Tian et al. 2021; method.md §10). ``pairwise_warmup_iters`` is the authors' 8886
+    (3 epochs at their batch); AdelaiDet uses 10000."""
+
+    loss_prj_weight: float = 1.0
+    loss_pairwise_weight: float = 1.0
+    pairwise_size: int = 3
+    pairwise_dilation: int = 2
+    pairwise_color_thresh: float = 0.3  # LAB similarity exp(-||dLAB|| / 2) >= thresh
+    pairwise_warmup_iters: int = 8886
+    bottom_pixels_removed: int = 10  # rows (in original-resolution pixels) excluded from the pairwise loss
+
+
+@dataclass(frozen=True)
+class IPGConfig:
+    """IPG, MWSIS Eq. 1-2 (method.md §7). ``k`` is the exponent in w = s * exp(k * IoU) (authors: 1)."""
+
+    enabled: bool = True
+    k: float = 1.0
+    tau_low: float = 0.3
+    tau_high: float = 0.7
+    warmup_iters: int = 17772  # 6 epochs at the authors' batch; the loss is off before this iteration
+    loss_weight: float = 1.0  # alpha_2 in Eq. 9
+    topk_per_img: int = 64  # teacher proposals per image, split evenly over its GTs
+
+
+@dataclass(frozen=True)
+class CSCSConfig:
+    """CSCS, MWSIS Eq. 5-7 (method.md §8). ``lo``/``hi``: a (point, class) is ignored only when both the
+    student and the teacher probability lie in [lo, hi]. Loss weights are alpha_3 (3D->2D, applied in the
+    2D model) and alpha_6 (2D->3D, applied by the 3D trainer). The ramp is min((iter - start) / ramp, 1)
+    from ``start_iter`` on (authors: 20000 and 1000)."""
+
+    lo: float = 0.3
+    hi: float = 0.7
+    weight_3d_to_2d: float = 0.5  # alpha_3
+    weight_2d_to_3d: float = 2.0  # alpha_6
+    start_iter: int = 20000
+    ramp_iters: int = 1000
+    confidence_weighting: bool = False  # seeds/001 Eq. 6-7 max-score weighting (not in MWSIS)
+
+
+@dataclass(frozen=True)
+class Model2DConfig:
+    """The whole 2D model. ``Model2DConfig()`` is the paper's ResNet-50 model; ``Model2DConfig.tiny()`` a
+    narrow ResNet-18 variant for tests and CPU smoke runs.
+
+    Pixel normalisation: input images are RGB in [0, 255], normalised as (x - mean) / std, torchvision
+    ImageNet statistics (matches torchvision weights). The authors use caffe BGR mean
+    (103.53, 116.28, 123.675) with std 1 for their caffe ResNet; set ``pixel_mean``/``pixel_std``/``bgr``
+    accordingly if you load such weights. The model needs these values to rebuild colours for the
+    pairwise LAB affinity when targets carry no ``image_rgb``.
+    """
+
+    num_classes: int = 3  # Car, Pedestrian, Cyclist
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fcos: FCOSConfig = field(default_factory=FCOSConfig)
+    condinst: CondInstConfig = field(default_factory=CondInstConfig)
+    boxinst: BoxInstConfig = field(default_factory=BoxInstConfig)
+    ipg: IPGConfig = field(default_factory=IPGConfig)
+    cscs: CSCSConfig = field(default_factory=CSCSConfig)
+    head_channels: int = 256  # FCOS tower width (= FPN channels in the paper)
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    bgr: bool = False  # True if the network input channels are BGR (caffe weights)
+    size_divisibility: int = 32
+
+    @staticmethod
+    def tiny(**overrides) -> "Model2DConfig":
+        """ResNet-18 (trainable BN, nothing frozen), 64-channel FPN/heads, 2 tower convs, 2 mask-branch convs
+        of 64 channels, GN in the mask branch. Warm-ups set to 0; pass overrides to change any field."""
+        cfg = Model2DConfig(
+            backbone=BackboneConfig(depth=18, fpn_channels=64, norm="BN", frozen_stages=0),
+            fcos=FCOSConfig(num_convs=2),
+            condinst=CondInstConfig(branch_channels=64, branch_num_convs=2, branch_norm="GN"),
+            boxinst=BoxInstConfig(pairwise_warmup_iters=0, bottom_pixels_removed=0),
+            ipg=IPGConfig(warmup_iters=0),
+            cscs=CSCSConfig(start_iter=0, ramp_iters=0),
+            head_channels=64,
+        )
+        return replace(cfg, **overrides)
+
+    @property
+    def num_dynamic_params(self) -> int:
+        """Generated parameters per instance: 233 for the paper's head (16+2 -> 8 -> 8 -> 1)."""
+        c = self.condinst
+        cin = c.mask_channels + (2 if c.rel_coords else 0)
+        dims = [cin] + [c.head_channels] * (c.head_num_layers - 1) + [1]
+        return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))

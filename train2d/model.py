@@ -1,0 +1,260 @@
+"""The 2D branch of MWSIS: CondInst with BoxInst losses, IPG self-supervision and the CSCS 3D->2D term
+(MWSIS §3.2, §3.4, Eq. 9: L_2d = a1 L_boxinst + a2 L_pseudo + a3 L_cscs^{3d->2d}, a = 1, 1, 0.5).
+
+Structure (detectron2/AdelaiDet names): ``backbone`` (ResNet+FPN, P3-P7) -> ``head`` (FCOS + controller) ->
+``mask_branch`` (P3-P5 -> 16 ch, stride 8) -> ``mask_head`` (dynamic 1x1 convs, logits at stride 4).
+
+Targets, one dict per image, in network-input coordinates (see ``transforms.prepare_image``/``collate``):
+    boxes (K,4) xyxy, classes (K,) long in [0, num_classes)
+    image_size (h, w)            unpadded size (default: the padded size)
+    image_rgb (3,H,W) [0,255]    colours for the pairwise LAB affinity (default: de-normalised input)
+    transform (ImageTransform)   needed for CSCS and to scale ``bottom_pixels_removed``
+    points_uv (P,2), points_teacher_prob (P,C), points_valid (P,) or (P,C) optional: LiDAR projections in
+        ORIGINAL-image pixels and the 3D EMA teacher's class probabilities -> ``loss_cscs_3d_to_2d``
+The model holds no iteration counter: pass ``iteration`` (warm-ups) explicitly.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import ResNetFPN
+from .boxinst import box_masks, color_similarity, pairwise_loss, projection_loss, warmup_factor
+from .condinst import DynamicMaskHead, MaskBranch
+from .config import Model2DConfig
+from .cscs import class_prob_maps, cscs_loss, cscs_ramp, sample_at_projections
+from .fcos import FCOSHead, fcos_inference, fcos_losses, fcos_targets, flatten_outputs, ltrb_iou, topk_per_gt
+from .ipg import ipg_active, ipg_loss, ipg_pseudo_masks, ipg_weights
+
+MASK_FEAT_STRIDE = 8
+
+
+class BoxInstModel(nn.Module):
+    def __init__(self, cfg: Model2DConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or Model2DConfig()
+        self.backbone = ResNetFPN(cfg.backbone)
+        c = self.backbone.out_channels
+        self.mask_head = DynamicMaskHead(cfg.condinst)
+        self.head = FCOSHead(c, cfg.num_classes, cfg.fcos, self.mask_head.num_params, cfg.head_channels)
+        self.mask_branch = MaskBranch(c, cfg.condinst)
+        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1), persistent=False)
+
+    # ------------------------------------------------------------------ shared pieces
+    def _run(self, images: torch.Tensor):
+        feats = self.backbone(images)
+        flat = flatten_outputs(self.head(feats), self.cfg.fcos.strides)
+        return flat, self.mask_branch(feats)
+
+    def _assign(self, flat, targets):
+        out = [fcos_targets(flat["locations"], flat["levels"], flat["strides"], t["boxes"].float(),
+                            t["classes"], self.cfg.num_classes, self.cfg.fcos) for t in targets]
+        return tuple(torch.stack(x) for x in zip(*out))  # labels (B,L), reg_t (B,L,4), gt_inds (B,L)
+
+    def _positives(self, flat, labels, gt_inds, topk: int):
+        """Top-k-per-GT positive samples: (im_inds, loc_inds, gt_inds) sorted by image then GT."""
+        im, loc = (labels != self.cfg.num_classes).nonzero(as_tuple=True)
+        score = flat["cls"][im, loc].detach().sigmoid().max(-1).values * flat["ctr"][im, loc].detach().sigmoid()
+        keep = topk_per_gt(score, im, gt_inds[im, loc], topk)
+        im, loc = im[keep], loc[keep]
+        return im, loc, gt_inds[im, loc]
+
+    def _mask_logits(self, flat, mask_feats, im, loc):
+        return self.mask_head(mask_feats, flat["params"][im, loc], flat["locations"][loc], flat["levels"][loc], im,
+                              MASK_FEAT_STRIDE)
+
+    def _rgb(self, images, targets):
+        rgb = images * self.pixel_std + self.pixel_mean
+        if self.cfg.bgr:
+            rgb = rgb[:, [2, 1, 0]]
+        return torch.stack([t["image_rgb"].to(images) if "image_rgb" in t else rgb[i]
+                            for i, t in enumerate(targets)])
+
+    def _valid_region(self, images, targets):
+        B, _, H, W = images.shape
+        valid = torch.zeros(B, H, W, dtype=torch.bool, device=images.device)
+        for i, t in enumerate(targets):
+            h, w = t.get("image_size", (H, W))
+            sy = t["transform"].scale[0] if "transform" in t else 1.0
+            h = max(h - int(round(self.cfg.boxinst.bottom_pixels_removed * sy)), 0)
+            valid[i, :h, :w] = True
+        return valid
+
+    # ------------------------------------------------------------------ training
+    def forward(self, images: torch.Tensor, targets: list[dict] | None = None,
+                teacher_outputs: dict | None = None, iteration: int | None = None):
+        """Training (``targets`` given): dict of weighted losses, to be summed:
+        loss_fcos_cls/_loc/_ctr, loss_prj, loss_pairwise (BoxInst, a1 = 1), loss_pseudo (IPG, a2, only with
+        ``teacher_outputs`` from the EMA teacher's ``ipg_teacher_outputs``; 0 before the IPG warm-up),
+        loss_cscs_3d_to_2d (a3 * ramp, only when targets carry ``points_uv``/``points_teacher_prob``).
+        Without targets: ``predict(images)``."""
+        if targets is None:
+            return self.predict(images)
+        cfg = self.cfg
+        flat, mask_feats = self._run(images)
+        labels, reg_t, gt_inds = self._assign(flat, targets)
+        C = cfg.num_classes
+        losses = fcos_losses(flat["cls"].reshape(-1, C), flat["reg"].reshape(-1, 4), flat["ctr"].reshape(-1),
+                             labels.reshape(-1), reg_t.reshape(-1, 4), C, cfg.fcos)
+        im, loc, gi = self._positives(flat, labels, gt_inds, cfg.condinst.topk_per_img)
+        logits = self._mask_logits(flat, mask_feats, im, loc)
+        zero = flat["params"].sum() * 0.0 + mask_feats.sum() * 0.0
+        if logits.shape[0] == 0:
+            logits = logits + zero
+        h4, w4 = logits.shape[-2:] if logits.shape[0] else (images.shape[-2] // 4, images.shape[-1] // 4)
+        stride = cfg.condinst.mask_out_stride
+        bm_per_img = [box_masks(t["boxes"].float().reshape(-1, 4), (h4, w4), stride) for t in targets]
+        bm = torch.cat([bm_per_img[b][g][None] for b, g in zip(im.tolist(), gi.tolist())]) if len(im) \
+            else logits.new_zeros(0, h4, w4)
+        bx = cfg.boxinst
+        losses["loss_prj"] = bx.loss_prj_weight * projection_loss(logits, bm) + zero
+        with torch.no_grad():
+            sim = color_similarity(self._rgb(images, targets), self._valid_region(images, targets), stride,
+                                   bx.pairwise_size, bx.pairwise_dilation)
+        pw = pairwise_loss(logits, bm, sim[im], bx.pairwise_color_thresh, bx.pairwise_size, bx.pairwise_dilation)
+        losses["loss_pairwise"] = bx.loss_pairwise_weight * warmup_factor(iteration, bx.pairwise_warmup_iters) * pw \
+            + zero
+        if teacher_outputs is not None and cfg.ipg.enabled:
+            losses["loss_pseudo"] = self._ipg_loss(logits, im, gi, teacher_outputs, iteration) + zero
+        if any("points_uv" in t for t in targets):
+            losses["loss_cscs_3d_to_2d"] = self._cscs_loss(logits, im, gi, targets, iteration) + zero
+        return losses
+
+    def _ipg_loss(self, logits, im, gi, teacher_outputs, iteration):
+        ic = self.cfg.ipg
+        if not ipg_active(iteration, ic.warmup_iters) or logits.shape[0] == 0:
+            return logits.sum() * 0.0
+        maps, valid = teacher_outputs["pseudo_masks"], teacher_outputs["pseudo_valid"]
+        keep = torch.tensor([bool(valid[b][g]) for b, g in zip(im.tolist(), gi.tolist())], device=logits.device)
+        if not keep.any():
+            return logits.sum() * 0.0
+        target = torch.stack([maps[b][g] for b, g, k in zip(im.tolist(), gi.tolist(), keep.tolist()) if k])
+        out = ipg_loss(logits[keep], target.to(logits), ic.tau_low, ic.tau_high)
+        return ic.loss_weight * (out["bce"] + out["dice"])
+
+    def _cscs_loss(self, logits, im, gi, targets, iteration):
+        cc = self.cfg.cscs
+        ramp = cscs_ramp(iteration, cc.start_iter, cc.ramp_iters)
+        vals, teach, valid = [], [], []
+        probs = logits.sigmoid()
+        for b, t in enumerate(targets):
+            if "points_uv" not in t:
+                continue
+            sel = im == b
+            cls = t["classes"].to(logits.device)[gi[sel]]
+            maps, present = class_prob_maps(probs[sel], cls, self.cfg.num_classes)
+            v, inside = sample_at_projections(maps, t["points_uv"].to(logits), t["transform"],
+                                              stride=self.cfg.condinst.mask_out_stride)
+            ok = inside[:, None] & present[None]
+            if "points_valid" in t:
+                pv = t["points_valid"].to(ok.device).bool()
+                ok = ok & (pv[:, None] if pv.ndim == 1 else pv)
+            vals.append(v), teach.append(t["points_teacher_prob"].to(v)), valid.append(ok)
+        if ramp == 0.0 or not vals:
+            return logits.sum() * 0.0
+        loss = cscs_loss(torch.cat(vals), torch.cat(teach), torch.cat(valid), cc.lo, cc.hi, cc.confidence_weighting)
+        return cc.weight_3d_to_2d * ramp * loss
+
+    # ------------------------------------------------------------------ teacher (IPG) and per-box masks
+    def mask_probs_for_boxes(self, images: torch.Tensor, targets: list[dict], topk_per_img: int | None = None,
+                             fallback: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """IPG Eq. 1 per GT box: for each image, ``(maps (K, H/4, W/4), valid (K,))``: the weighted mask
+        probability map of each box from its FCOS positive samples (top ``max(topk // K, 1)`` per box,
+        w = s exp(k IoU) normalised). ``valid`` is False for a box without positives (no pseudo mask), unless
+        ``fallback``: then such a box uses the single location nearest its centre on the level whose size
+        range holds max(w, h) / 2 (useful for predict-2d on small boxes). Run under ``torch.no_grad``."""
+        cfg = self.cfg
+        flat, mask_feats = self._run(images)
+        labels, reg_t, gt_inds = self._assign(flat, targets)
+        im, loc, gi = self._positives(flat, labels, gt_inds, topk_per_img or cfg.ipg.topk_per_img)
+        if fallback:
+            im, loc, gi = self._add_fallback(flat, targets, im, loc, gi)
+        cls_of_gt = torch.cat([t["classes"].long().to(images.device)[g][None] for t, g in
+                               zip([targets[b] for b in im.tolist()], gi.tolist())]) if len(im) else gi
+        s = flat["cls"][im, loc, cls_of_gt].sigmoid()
+        boxes_g = [targets[b]["boxes"].float().to(images.device)[g] for b, g in zip(im.tolist(), gi.tolist())]
+        iou = s.new_zeros(len(im))
+        if len(im):
+            L = flat["locations"][loc]
+            bg = torch.stack(boxes_g)
+            tgt = torch.stack([L[:, 0] - bg[:, 0], L[:, 1] - bg[:, 1], bg[:, 2] - L[:, 0], bg[:, 3] - L[:, 1]], 1)
+            pred = flat["reg"][im, loc] * (flat["strides"][loc, None] if cfg.fcos.norm_reg_targets else 1.0)
+            iou = ltrb_iou(pred, tgt.clamp(min=0))
+        probs = self._mask_logits(flat, mask_feats, im, loc).sigmoid()
+        h4, w4 = images.shape[-2] // 4, images.shape[-1] // 4
+        out = []
+        for b, t in enumerate(targets):
+            K = t["boxes"].reshape(-1, 4).shape[0]
+            sel = im == b
+            if not sel.any():
+                out.append((probs.new_zeros(K, h4, w4), torch.zeros(K, dtype=torch.bool, device=probs.device)))
+                continue
+            w = ipg_weights(s[sel], iou[sel], gi[sel], K, cfg.ipg.k)
+            out.append(ipg_pseudo_masks(probs[sel], w, gi[sel], K))
+        return out
+
+    def _add_fallback(self, flat, targets, im, loc, gi):
+        extra_im, extra_loc, extra_g = [], [], []
+        ranges = torch.tensor(self.cfg.fcos.size_ranges, device=flat["locations"].device)
+        for b, t in enumerate(targets):
+            for g, box in enumerate(t["boxes"].float().reshape(-1, 4).to(ranges.device)):
+                if ((im == b) & (gi == g)).any():
+                    continue
+                half = float((box[2:] - box[:2]).max()) / 2
+                level = int(((half >= ranges[:, 0]) & (half <= ranges[:, 1])).nonzero()[0, 0]) \
+                    if ((half >= ranges[:, 0]) & (half <= ranges[:, 1])).any() else 0
+                cand = (flat["levels"] == level).nonzero().squeeze(1)
+                d = (flat["locations"][cand] - (box[:2] + box[2:]) / 2).pow(2).sum(1)
+                extra_im.append(b), extra_loc.append(int(cand[d.argmin()])), extra_g.append(g)
+        if not extra_im:
+            return im, loc, gi
+        dev = im.device
+        return (torch.cat([im, torch.tensor(extra_im, device=dev)]), torch.cat([loc, torch.tensor(extra_loc, device=dev)]),
+                torch.cat([gi, torch.tensor(extra_g, device=dev)]))
+
+    @torch.no_grad()
+    def ipg_teacher_outputs(self, images: torch.Tensor, targets: list[dict]) -> dict:
+        """Run on the EMA teacher; pass the result to the student's ``forward(teacher_outputs=...)``.
+        Keys: ``pseudo_masks`` / ``pseudo_valid`` (per image, IPG maps at stride 4 and validity per GT) and
+        ``class_maps`` / ``class_present`` (per image, P_j = max over the GTs of class j of M_g, (C,H/4,W/4),
+        the 2D->3D CSCS target to sample with ``cscs.sample_at_projections(..., stride=4)``)."""
+        res = self.mask_probs_for_boxes(images, targets)
+        out = {"pseudo_masks": [m for m, _ in res], "pseudo_valid": [v for _, v in res],
+               "class_maps": [], "class_present": []}
+        for (m, v), t in zip(res, targets):
+            cm, pr = class_prob_maps(m[v], t["classes"].to(m.device)[v], self.cfg.num_classes)
+            out["class_maps"].append(cm), out["class_present"].append(pr)
+        return out
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None,
+                transforms: list | None = None, score_thresh: float | None = None) -> list[dict]:
+        """Detections with masks per image: boxes (K,4), scores (K,), classes (K,), masks (K,h,w) probabilities
+        (threshold 0.5 for binary masks). Without ``transforms``: input coordinates, masks over the unpadded
+        input (``image_sizes``, default the padded size). With ``transforms``: boxes and masks mapped back to
+        the original image. ``score_thresh`` overrides ``cfg.fcos.score_thresh``. Call ``model.eval()`` first
+        (BN statistics)."""
+        fcfg = self.cfg.fcos if score_thresh is None else replace(self.cfg.fcos, score_thresh=score_thresh)
+        flat, mask_feats = self._run(images)
+        B, _, H, W = images.shape
+        results = []
+        for b in range(B):
+            h, w = image_sizes[b] if image_sizes else (transforms[b].resized_size if transforms else (H, W))
+            det = fcos_inference(flat, b, (h, w), fcfg, len(fcfg.strides))
+            im = torch.full((det["params"].shape[0],), b, dtype=torch.long, device=images.device)
+            probs = self.mask_head(mask_feats, det["params"], det["locations"], det["levels"], im,
+                                   MASK_FEAT_STRIDE).sigmoid()
+            if transforms:
+                tf = replace(transforms[b], pad_size=(H, W))
+                masks, boxes = tf.unmap_masks(probs), tf.unmap_boxes(det["boxes"])
+            else:
+                masks = F.interpolate(probs[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0, :h, :w] \
+                    if probs.shape[0] else probs.new_zeros(0, h, w)
+                boxes = det["boxes"]
+            results.append({"boxes": boxes, "scores": det["scores"], "classes": det["classes"], "masks": masks})
+        return results
