@@ -16,8 +16,10 @@ LABEL_DATA = $(or $(DATA),$(SYNTH_DATA))
 
 RUN3D ?= out/runs/train3d
 CONFIG3D ?= configs/train3d-tiny.yaml
+RUN2D ?= out/runs/train2d
+CONFIG2D ?= configs/train2d-tiny.yaml
 
-.PHONY: install test pseudolabels synth viz bench train-3d experiment-3d clean help
+.PHONY: install test pseudolabels synth viz bench train-3d train-2d experiment-3d experiment-2d clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,6 +53,14 @@ train-3d: $(STAMP)  ## train the 3D segmentor on SPG labels of DATA (default: th
 	$(BIN)/mwsis pseudolabels --data $(LABEL_DATA) --stages spg --no-eval --workers $(WORKERS)
 	$(BIN)/mwsis train-3d --data $(LABEL_DATA) --labels spg --out $(RUN3D) --config $(CONFIG3D) --resume
 	$(BIN)/mwsis eval-3d --run $(RUN3D) --data $(LABEL_DATA) --json $(RUN3D)/eval.json
+
+train-2d: $(STAMP)  ## train the 2D segmenter on DATA's boxes (default: the synthetic dataset; CONFIG2D, RUN2D)
+	$(if $(DATA),,$(MAKE) --no-print-directory synth)
+	$(BIN)/mwsis train-2d --data $(LABEL_DATA) --out $(RUN2D) --config $(CONFIG2D) --resume
+	$(BIN)/mwsis eval-2d --run $(RUN2D) --data $(LABEL_DATA) --json $(RUN2D)/eval.json
+
+experiment-2d: $(STAMP)  ## not in CI: Table-5-style rows (BoxInst, +IPG, +CSCS) on held-out synthetic frames
+	NUMBA_NUM_THREADS=1 $(BIN)/python bench/experiment_2d.py --out out/experiment-2d
 
 experiment-3d: $(STAMP)  ## not in CI: Table-4-style rows (SPG labels, model, +PVC, +RSC) on held-out synthetic frames
 	NUMBA_NUM_THREADS=1 $(BIN)/python bench/experiment_3d.py --out out/experiment-3d
