@@ -23,7 +23,7 @@ from ..train2d.model import BoxInstModel
 from ..train2d.transforms import collate, prepare_image, sample_train_scale
 from ..train3d.ema import EMAConfig, EMATeacher
 from .samples2d import iter_camera_samples
-from .training import autocast, fit, init_distributed, latest_checkpoint, load_checkpoint, pick_device, seed_everything
+from .training import autocast, fit, init_distributed, load_run_teacher, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -198,15 +198,4 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
 
 def load_teacher_2d(run: Path | str, device: torch.device | str = "cpu") -> tuple[BoxInstModel, Train2DConfig]:
     """The EMA teacher of a 2D run's newest checkpoint, with the run's config."""
-    from ..data.store import StoreError
-    from .training import apply_overrides, flatten_dict
-
-    ckpt = latest_checkpoint(Path(run))
-    if ckpt is None:
-        raise StoreError(f"{run}: no checkpoint (train with `mwsis train-2d --out {run}` first)")
-    saved = load_checkpoint(ckpt, device)
-    cfg = apply_overrides(Train2DConfig(), flatten_dict(saved["config"]))
-    model = BoxInstModel(cfg.model).to(device)
-    model.load_state_dict(saved["teacher"])
-    model.eval()
-    return model, cfg
+    return load_run_teacher(Path(run), Train2DConfig, lambda c: BoxInstModel(c.model), device, "train-2d")

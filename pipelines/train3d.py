@@ -25,7 +25,7 @@ from ..train3d.infer import InferConfig
 from ..train3d.losses import LossConfig, segmentor_loss
 from ..train3d.model import SegmentorConfig, VoteSegmentor, make_batch
 from .samples3d import iter_samples
-from .training import autocast, fit, init_distributed, latest_checkpoint, load_checkpoint, pick_device, seed_everything
+from .training import autocast, fit, init_distributed, load_run_teacher, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -220,16 +220,4 @@ def _cscs_round(data: Path, cfg: Train3DConfig) -> int | None:
 
 def load_teacher(run: Path | str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Train3DConfig]:
     """The EMA teacher of a run's newest checkpoint (the weights MWSIS evaluates), with the run's config."""
-    from ..data.store import StoreError
-    from .training import apply_overrides, flatten_dict
-
-    ckpt = latest_checkpoint(Path(run))
-    if ckpt is None:
-        raise StoreError(f"{run}: no checkpoint (train with `mwsis train-3d --out {run}` first)")
-    saved = load_checkpoint(ckpt, device)
-    cfg = apply_overrides(Train3DConfig(), flatten_dict(saved["config"]))
-    model = VoteSegmentor(cfg.model).to(device)
-    model.load_state_dict(saved["teacher"])
-    model.eval()
-    return model, cfg
-
+    return load_run_teacher(Path(run), Train3DConfig, lambda c: VoteSegmentor(c.model), device, "train-3d")

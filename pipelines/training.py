@@ -297,3 +297,17 @@ def fit(run: Path, cfg: Any, parts: dict[str, Any], state: dict, batches, step, 
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
     return {"state": state, "last": last, "seconds": time.time() - t0}
+
+
+def load_run_teacher(run: Path, config_cls, build_model, device: torch.device | str = "cpu", kind: str = "train"):
+    """(EMA teacher in eval mode, run config) from a run's newest checkpoint; ``build_model(cfg)`` makes the
+    empty model. The teacher is what MWSIS evaluates and what exports predictions."""
+    ckpt = latest_checkpoint(Path(run))
+    if ckpt is None:
+        raise StoreError(f"{run}: no checkpoint (train with `mwsis {kind} --out {run}` first)")
+    saved = load_checkpoint(ckpt, device)
+    cfg = apply_overrides(config_cls(), flatten_dict(saved["config"]))
+    model = build_model(cfg).to(device)
+    model.load_state_dict(saved["teacher"])
+    model.eval()
+    return model, cfg
