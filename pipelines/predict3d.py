@@ -18,7 +18,8 @@ import torch
 from ..data.frame import CLASS_NAMES, NUM_CLASSES
 from ..data.prediction_store import write_prediction_shard
 from ..data.store import open_dataset
-from ..pseudolabel.metrics import PointInstanceAP, confusion_matrix, iou_from_confusion
+from ..pseudolabel.metrics import confusion_matrix, iou_from_confusion
+from ..pseudolabel.point_ap import PointInstanceAP
 from ..pseudolabel.spg import SPGConfig, frame_segments
 from ..train3d.infer import InferConfig, cluster_instances, predict_semantic
 from ..train3d.losses import decode_votes

@@ -7,8 +7,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from mwsis.pseudolabel.metrics import (COCO_IOU_THRESHOLDS, InstanceAP, InstanceSet, PointInstanceAP, PointInstances,
-                                       instances_from_labels, point_instance_ap)
+from mwsis.pseudolabel.metrics import InstanceAP, InstanceSet, instances_from_labels
+from mwsis.pseudolabel.point_ap import COCO_IOU_THRESHOLDS, PointInstanceAP, PointInstances, point_instance_ap
 
 C = 3
 BG = 3
