@@ -17,7 +17,8 @@ def _shard_bytes(root):
 def test_every_command_has_help():
     runner = CliRunner()
     for args in ([], ["synth"], ["info"], ["viz"], ["viz", "frame"], ["stage"], ["pseudolabels"], ["eval-labels"],
-                 ["bench"]):
+                 ["bench"], ["convert"], ["convert", "waymo-v2"], ["convert", "waymo-v1"], ["convert", "kitti"],
+                 ["train-3d"], ["predict-3d"], ["eval-3d"], ["train-2d"], ["predict-2d"], ["eval-2d"]):
         r = runner.invoke(main, [*args, "--help"])
         assert r.exit_code == 0 and "Usage:" in r.output and len(r.output) > 200, args
 
