@@ -33,7 +33,8 @@ def test_projection_dice_hand_example():
     p[0, 1, 1], p[0, 1, 2], p[0, 2, 1], p[0, 2, 2] = 0.8, 0.6, 0.4, 0.2
     box = torch.zeros(1, 4, 4, dtype=torch.float64)
     box[0, 1:3, 1:3] = 1
-    # columns' max: (0, .8, .6, 0) vs (0,1,1,0): 1 - 2*1.4/(0.64+0.36+2) ; rows' max: (0,.8,.4,0): 1 - 2*1.2/(0.64+0.16+2)
+    # columns' max (0, .8, .6, 0) vs (0, 1, 1, 0): 1 - 2*1.4/(0.64+0.36+2)
+    # rows' max (0, .8, .4, 0): 1 - 2*1.2/(0.64+0.16+2)
     expected = (1 - 2.8 / (1.0 + 2 + 1e-5)) + (1 - 2.4 / (0.8 + 2 + 1e-5))
     assert projection_loss(_logit(p), box).item() == pytest.approx(expected, abs=1e-6)
     # a mask equal to the box has (almost) zero projection loss

@@ -132,3 +132,18 @@ def test_cscs_3d_to_2d_hook(tiny):
         assert tiny(images, targets, iteration=19999)["loss_cscs_3d_to_2d"] == 0  # before start_kd_loss_iters
     finally:
         tiny.cfg = saved
+
+
+def test_empty_image_and_fallback_for_boxes_without_positives(tiny):
+    images, targets = _batch()
+    targets[1] = {"boxes": torch.zeros(0, 4), "classes": torch.zeros(0, dtype=torch.long)}
+    tiny.train()
+    losses = tiny(images, targets, iteration=5)
+    assert all(torch.isfinite(v) for v in losses.values())
+    # a 3x3-pixel box holds no location strictly inside its centre region on any level: no FCOS positives
+    tiny_box = [{"boxes": torch.tensor([[41.0, 21.0, 44.0, 24.0]]), "classes": torch.tensor([1])}]
+    with torch.no_grad():
+        maps, valid = tiny.mask_probs_for_boxes(images[:1], tiny_box)[0]
+        assert not valid[0] and maps[0].abs().sum() == 0
+        maps, valid = tiny.mask_probs_for_boxes(images[:1], tiny_box, fallback=True)[0]
+    assert valid[0] and maps[0].max() > 0

@@ -142,12 +142,15 @@ class Model2DConfig:
     @staticmethod
     def tiny(**overrides) -> "Model2DConfig":
         """ResNet-18 (trainable BN, nothing frozen), 64-channel FPN/heads, 2 tower convs, 2 mask-branch convs
-        of 64 channels, GN in the mask branch. Warm-ups set to 0; pass overrides to change any field."""
+        of 64 channels, GN in the mask branch. IPG/CSCS warm-ups 0; pairwise warm-up 100 steps (keep one:
+        with the pairwise term at full weight from step 0 it drives the still-uniform masks to saturation
+        before the projection term has shaped them, and training can lock into degenerate masks).
+        Pass overrides to change any field."""
         cfg = Model2DConfig(
             backbone=BackboneConfig(depth=18, fpn_channels=64, norm="BN", frozen_stages=0),
             fcos=FCOSConfig(num_convs=2),
             condinst=CondInstConfig(branch_channels=64, branch_num_convs=2, branch_norm="GN"),
-            boxinst=BoxInstConfig(pairwise_warmup_iters=0, bottom_pixels_removed=0),
+            boxinst=BoxInstConfig(pairwise_warmup_iters=100, bottom_pixels_removed=0),
             ipg=IPGConfig(warmup_iters=0),
             cscs=CSCSConfig(start_iter=0, ramp_iters=0),
             head_channels=64,

@@ -44,6 +44,19 @@ class BoxInstModel(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1), persistent=False)
 
+    def param_groups(self, lr: float, weight_decay: float = 1e-4, controller_lr_mult: float = 1.0) -> list[dict]:
+        """Optimiser groups as the authors: no weight decay on norm layers and biases; the CondInst controller
+        optionally at ``lr * controller_lr_mult`` (useful with Adam, whose per-weight steps the controller sums
+        over 9 x C inputs into every generated parameter; the paper uses SGD lr 0.01 with a 1000-it warm-up)."""
+        groups: dict[tuple[bool, bool], list] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            no_decay = p.ndim <= 1  # norm weights/biases, conv biases, FCOS scales
+            groups.setdefault(("controller" in name, no_decay), []).append(p)
+        return [{"params": ps, "lr": lr * (controller_lr_mult if ctrl else 1.0),
+                 "weight_decay": 0.0 if nd else weight_decay} for (ctrl, nd), ps in groups.items()]
+
     # ------------------------------------------------------------------ shared pieces
     def _run(self, images: torch.Tensor):
         feats = self.backbone(images)
@@ -107,9 +120,8 @@ class BoxInstModel(nn.Module):
             logits = logits + zero
         h4, w4 = logits.shape[-2:] if logits.shape[0] else (images.shape[-2] // 4, images.shape[-1] // 4)
         stride = cfg.condinst.mask_out_stride
-        bm_per_img = [box_masks(t["boxes"].float().reshape(-1, 4), (h4, w4), stride) for t in targets]
-        bm = torch.cat([bm_per_img[b][g][None] for b, g in zip(im.tolist(), gi.tolist())]) if len(im) \
-            else logits.new_zeros(0, h4, w4)
+        bm = _per_gt([box_masks(t["boxes"].float().reshape(-1, 4).to(images.device), (h4, w4), stride)
+                      for t in targets], im, gi)
         bx = cfg.boxinst
         losses["loss_prj"] = bx.loss_prj_weight * projection_loss(logits, bm) + zero
         with torch.no_grad():
@@ -128,17 +140,19 @@ class BoxInstModel(nn.Module):
         ic = self.cfg.ipg
         if not ipg_active(iteration, ic.warmup_iters) or logits.shape[0] == 0:
             return logits.sum() * 0.0
-        maps, valid = teacher_outputs["pseudo_masks"], teacher_outputs["pseudo_valid"]
-        keep = torch.tensor([bool(valid[b][g]) for b, g in zip(im.tolist(), gi.tolist())], device=logits.device)
+        dev = logits.device
+        keep = _per_gt([v.to(dev) for v in teacher_outputs["pseudo_valid"]], im, gi).bool()
         if not keep.any():
             return logits.sum() * 0.0
-        target = torch.stack([maps[b][g] for b, g, k in zip(im.tolist(), gi.tolist(), keep.tolist()) if k])
-        out = ipg_loss(logits[keep], target.to(logits), ic.tau_low, ic.tau_high)
+        target = _per_gt([m.to(logits) for m in teacher_outputs["pseudo_masks"]], im[keep], gi[keep])
+        out = ipg_loss(logits[keep], target, ic.tau_low, ic.tau_high)
         return ic.loss_weight * (out["bce"] + out["dice"])
 
     def _cscs_loss(self, logits, im, gi, targets, iteration):
         cc = self.cfg.cscs
         ramp = cscs_ramp(iteration, cc.start_iter, cc.ramp_iters)
+        if ramp == 0.0:
+            return logits.sum() * 0.0
         vals, teach, valid = [], [], []
         probs = logits.sigmoid()
         for b, t in enumerate(targets):
@@ -154,7 +168,7 @@ class BoxInstModel(nn.Module):
                 pv = t["points_valid"].to(ok.device).bool()
                 ok = ok & (pv[:, None] if pv.ndim == 1 else pv)
             vals.append(v), teach.append(t["points_teacher_prob"].to(v)), valid.append(ok)
-        if ramp == 0.0 or not vals:
+        if not vals:
             return logits.sum() * 0.0
         loss = cscs_loss(torch.cat(vals), torch.cat(teach), torch.cat(valid), cc.lo, cc.hi, cc.confidence_weighting)
         return cc.weight_3d_to_2d * ramp * loss
@@ -173,14 +187,13 @@ class BoxInstModel(nn.Module):
         im, loc, gi = self._positives(flat, labels, gt_inds, topk_per_img or cfg.ipg.topk_per_img)
         if fallback:
             im, loc, gi = self._add_fallback(flat, targets, im, loc, gi)
-        cls_of_gt = torch.cat([t["classes"].long().to(images.device)[g][None] for t, g in
-                               zip([targets[b] for b in im.tolist()], gi.tolist())]) if len(im) else gi
+        dev = images.device
+        cls_of_gt = _per_gt([t["classes"].long().reshape(-1).to(dev) for t in targets], im, gi)
         s = flat["cls"][im, loc, cls_of_gt].sigmoid()
-        boxes_g = [targets[b]["boxes"].float().to(images.device)[g] for b, g in zip(im.tolist(), gi.tolist())]
         iou = s.new_zeros(len(im))
         if len(im):
             L = flat["locations"][loc]
-            bg = torch.stack(boxes_g)
+            bg = _per_gt([t["boxes"].float().reshape(-1, 4).to(dev) for t in targets], im, gi)
             tgt = torch.stack([L[:, 0] - bg[:, 0], L[:, 1] - bg[:, 1], bg[:, 2] - L[:, 0], bg[:, 3] - L[:, 1]], 1)
             pred = flat["reg"][im, loc] * (flat["strides"][loc, None] if cfg.fcos.norm_reg_targets else 1.0)
             iou = ltrb_iou(pred, tgt.clamp(min=0))
@@ -205,16 +218,16 @@ class BoxInstModel(nn.Module):
                 if ((im == b) & (gi == g)).any():
                     continue
                 half = float((box[2:] - box[:2]).max()) / 2
-                level = int(((half >= ranges[:, 0]) & (half <= ranges[:, 1])).nonzero()[0, 0]) \
-                    if ((half >= ranges[:, 0]) & (half <= ranges[:, 1])).any() else 0
+                hit = ((half >= ranges[:, 0]) & (half <= ranges[:, 1])).nonzero()
+                level = int(hit[0, 0]) if len(hit) else 0
                 cand = (flat["levels"] == level).nonzero().squeeze(1)
                 d = (flat["locations"][cand] - (box[:2] + box[2:]) / 2).pow(2).sum(1)
                 extra_im.append(b), extra_loc.append(int(cand[d.argmin()])), extra_g.append(g)
         if not extra_im:
             return im, loc, gi
         dev = im.device
-        return (torch.cat([im, torch.tensor(extra_im, device=dev)]), torch.cat([loc, torch.tensor(extra_loc, device=dev)]),
-                torch.cat([gi, torch.tensor(extra_g, device=dev)]))
+        return tuple(torch.cat([a, torch.tensor(b, dtype=torch.long, device=dev)])
+                     for a, b in ((im, extra_im), (loc, extra_loc), (gi, extra_g)))
 
     @torch.no_grad()
     def ipg_teacher_outputs(self, images: torch.Tensor, targets: list[dict]) -> dict:
@@ -258,3 +271,10 @@ class BoxInstModel(nn.Module):
                 boxes = det["boxes"]
             results.append({"boxes": boxes, "scores": det["scores"], "classes": det["classes"], "masks": masks})
         return results
+
+
+def _per_gt(per_image: list[torch.Tensor], im: torch.Tensor, gi: torch.Tensor) -> torch.Tensor:
+    """Row ``gi[n]`` of image ``im[n]``'s tensor for every n (per-image tensors concatenated, then indexed)."""
+    counts = torch.tensor([len(x) for x in per_image], device=im.device)
+    offsets = torch.cumsum(counts, 0) - counts
+    return torch.cat(per_image)[offsets[im] + gi]
