@@ -31,6 +31,7 @@ from scipy.sparse import coo_matrix  # noqa: E402
 from scipy.sparse.csgraph import connected_components as scipy_cc  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
+from mwsis.pipelines.bench import cpu_model  # noqa: E402
 from mwsis.pseudolabel import ccl, spg  # noqa: E402
 from mwsis.pseudolabel.spg import SPGConfig, ccl_frame, spg_from_frame  # noqa: E402
 
@@ -44,15 +45,6 @@ def _timed(fn, repeat: int):
     return statistics.median(times), out
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def baseline_largest_per_box(xyz, claims, box_class, radii, mode="xy", pair_mask=None):
@@ -116,7 +108,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default=None, help="use frame 0 of this dataset instead of rendering one")
     args = ap.parse_args(argv)
 
-    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu": _cpu_model(),
+    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu": cpu_model(),
                           "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
                           "numba": numba.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
                           "numba_num_threads": numba.config.NUMBA_NUM_THREADS}}

@@ -20,6 +20,8 @@ import time
 import numba
 import numpy as np
 
+from mwsis.pipelines.bench import cpu_model
+
 from mwsis.data.synthetic import preset, render_frame
 from mwsis.data.synthetic import camera as cam
 from mwsis.data.synthetic.lidar import beam_dirs, lidar_tiles
@@ -53,16 +55,6 @@ def _compare(prims, ground, origin, dirs, ray_tile, tiles, far, n_tiles, repeat)
             "max_abs_t_diff": float(np.max(np.abs(np.nan_to_num(tc, posinf=0) - np.nan_to_num(tb, posinf=0))))}
 
 
-def _cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def main(argv=None) -> int:
@@ -72,7 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu": _cpu_model(),
+    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu": cpu_model(),
                           "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
                           "numba": numba.__version__, "numpy": np.__version__,
                           "numba_num_threads": numba.config.NUMBA_NUM_THREADS}}

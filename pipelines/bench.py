@@ -19,18 +19,21 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def machine_info() -> dict:
-    import numba
-
-    cpu = platform.processor()
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+    return platform.processor()
+
+
+def machine_info() -> dict:
+    import numba
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "numba": numba.__version__, "numpy": np.__version__,
             "numba_num_threads": int(os.environ.get("NUMBA_NUM_THREADS", 0)) or None}
 

@@ -17,13 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.store import open_dataset
 from ..train2d.config import Model2DConfig
 from ..train2d.model import BoxInstModel
 from ..train2d.transforms import collate, prepare_image, sample_train_scale
 from ..train3d.ema import EMAConfig, EMATeacher
 from .samples2d import iter_camera_samples
-from .training import autocast, fit, init_distributed, load_run_teacher, pick_device, seed_everything
+from .training import autocast, fit, load_run_teacher, setup_run
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +120,7 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
     from ..data.prediction_store import resolve_round
 
     data, run = Path(data), Path(out)
-    dist = init_distributed()
-    device = pick_device(dist, cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.cpu_threads)
-    seed_everything(cfg.seed)
-    ds = open_dataset(data)
-    positions = list(range(dist.rank, ds.num_shards, dist.world_size))
+    dist, device, ds, positions = setup_run(data, cfg.device, cfg.cpu_threads, cfg.seed)
     cameras = len(ds.manifest.sensors.get("cameras", [])) or 1
     images = cameras * sum(ds.manifest.shards[p].frames for p in positions)  # upper bound: cameras with boxes
     steps_per_epoch = max(1, math.ceil(images / cfg.images_per_step))

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.store import open_dataset
 from ..pseudolabel.spg import SPGConfig
 from ..train3d.augment import AugmentConfig, augment_frame
 from ..train3d.ema import EMAConfig, EMATeacher
@@ -25,7 +24,7 @@ from ..train3d.infer import InferConfig
 from ..train3d.losses import LossConfig, segmentor_loss
 from ..train3d.model import SegmentorConfig, VoteSegmentor, make_batch
 from .samples3d import iter_samples
-from .training import autocast, fit, init_distributed, load_run_teacher, pick_device, seed_everything
+from .training import autocast, fit, load_run_teacher, setup_run
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +164,7 @@ def train_3d(data: Path | str, out: Path | str, cfg: Train3DConfig, resume: bool
     a later ``resume=True`` run continues the same schedule.
     """
     data, run = Path(data), Path(out)
-    dist = init_distributed()
-    device = pick_device(dist, cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.cpu_threads)
-    seed_everything(cfg.seed)
-    ds = open_dataset(data)
-    positions = list(range(dist.rank, ds.num_shards, dist.world_size))
+    dist, device, ds, positions = setup_run(data, cfg.device, cfg.cpu_threads, cfg.seed)
     frames = sum(ds.manifest.shards[p].frames for p in positions)
     steps_per_epoch = math.ceil(frames / cfg.frames_per_step)
     if cfg.max_steps_per_epoch:

@@ -237,6 +237,20 @@ def init_distributed() -> DistInfo:
     return info
 
 
+def setup_run(data: Path, device_name: str | None, cpu_threads: int, seed: int):
+    """What both trainers do first: join DDP if launched so, pick the device, set CPU threads, seed, open the
+    dataset and take this rank's shards (r, r + W, ...). Returns (dist, device, dataset, shard positions)."""
+    from ..data.store import open_dataset
+
+    dist = init_distributed()
+    device = pick_device(dist, device_name)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads)
+    seed_everything(seed)
+    ds = open_dataset(data)
+    return dist, device, ds, list(range(dist.rank, ds.num_shards, dist.world_size))
+
+
 def pick_device(dist_info: DistInfo, device: str | None = None) -> torch.device:
     if device:
         return torch.device(device)
