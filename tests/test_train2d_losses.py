@@ -9,7 +9,8 @@ import torch
 from mwsis.train2d.boxinst import (box_masks, color_similarity, pairwise_loss, projection_loss, rgb_to_lab,
                                    warmup_factor)
 from mwsis.train2d.cscs import class_prob_maps, cscs_loss, cscs_ramp
-from mwsis.train2d.ipg import (ema_momentum, ema_update, ipg_active, ipg_loss, ipg_pseudo_masks, ipg_weights,
+from mwsis.train3d.ema import EMAConfig, EMATeacher, ema_momentum
+from mwsis.train2d.ipg import (ipg_active, ipg_loss, ipg_pseudo_masks, ipg_weights,
                                pseudo_targets)
 
 
@@ -142,16 +143,19 @@ def test_ipg_loss_per_instance_dice_and_ignored_pixels():
 
 def test_ipg_schedule_and_ema():
     assert not ipg_active(100, 17772) and ipg_active(17772, 17772) and ipg_active(None, 17772)
+    # the 2D trainer uses the shared EMA teacher (train3d/ema.py), the authors' ramp for both branches
     assert ema_momentum(0) == 0.0
-    assert ema_momentum(2500, 2) == pytest.approx(1 - math.exp(-1))
+    assert ema_momentum(2500, EMAConfig(batch_per_gpu=2)) == pytest.approx(1 - math.exp(-1))
     assert ema_momentum(10**6) == 0.999
-    t, s = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2)
+    s = torch.nn.BatchNorm1d(2)
+    teacher = EMATeacher(s)
     with torch.no_grad():
         s.weight.fill_(3.0), s.running_mean.fill_(1.0)
     s.num_batches_tracked += 5
-    ema_update(t, s, 0.75)
-    assert t.weight.tolist() == [1.5, 1.5] and t.running_mean.tolist() == [0.25, 0.25]
-    assert int(t.num_batches_tracked) == 5
+    d = teacher.update(s, 1)  # momentum d(1) = 1 - exp(-2/5000)
+    assert teacher.model.weight.tolist() == pytest.approx([d + 3 * (1 - d)] * 2)
+    assert teacher.model.running_mean.tolist() == pytest.approx([1 - d] * 2)
+    assert int(teacher.model.num_batches_tracked) == 5
 
 
 # ---------------------------------------------------------------------------------------------- CSCS

@@ -17,7 +17,6 @@ dice) and average over instances with at least one confident pixel, so large obj
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
@@ -74,22 +73,3 @@ def ipg_loss(mask_logits: torch.Tensor, pseudo_maps: torch.Tensor, tau_low: floa
 def ipg_active(iteration: int | None, warmup_iters: int) -> bool:
     """The pseudo-mask loss is on from iteration ``warmup_iters`` (authors: 17772) on."""
     return iteration is None or iteration >= warmup_iters
-
-
-def ema_momentum(iteration: int, batch_per_gpu: int = 2, max_momentum: float = 0.999) -> float:
-    """Authors' EMA decay d = clamp(1 - exp(-iter * bsz / 5000), 0, 0.999) (method.md §7); bsz per GPU."""
-    return min(max(1.0 - math.exp(-iteration * batch_per_gpu / 5000.0), 0.0), max_momentum)
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """teacher <- d * teacher + (1 - d) * student over every floating-point parameter and buffer (BN running
-    statistics included); integer buffers (e.g. ``num_batches_tracked``) are copied. The model keeps no
-    iteration counter, so none is averaged (the authors average a float ``_iter`` buffer, §13 item 10)."""
-    t_state = teacher.state_dict()
-    for name, s in student.state_dict().items():
-        t = t_state[name]
-        if t.is_floating_point():
-            t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
-        else:
-            t.copy_(s)
