@@ -13,13 +13,16 @@ FRAMES ?= 8
 SEED ?= 0
 WORKERS ?= 2
 LABEL_DATA = $(or $(DATA),$(SYNTH_DATA))
+# extra options of `mwsis slurm pseudolabels`, e.g. SLURM_ARGS="--partition=cpu --time=02:00:00"
+SLURM_ARGS ?=
 
 RUN3D ?= out/runs/train3d
 CONFIG3D ?= configs/train3d-tiny.yaml
 RUN2D ?= out/runs/train2d
 CONFIG2D ?= configs/train2d-tiny.yaml
+REPORT ?= out/report
 
-.PHONY: install test pseudolabels synth viz bench train-3d train-2d experiment-3d experiment-2d clean help
+.PHONY: install test pseudolabels synth viz bench train-3d train-2d experiment-3d experiment-2d report slurm-pseudolabels clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +47,10 @@ pseudolabels: $(STAMP)  ## the main job: all pseudo-label stages on DATA (defaul
 	$(if $(DATA),,$(MAKE) --no-print-directory synth)
 	$(BIN)/mwsis pseudolabels --data $(LABEL_DATA) --workers $(WORKERS)
 
+slurm-pseudolabels: $(STAMP)  ## the same stages as SLURM array jobs on DATA or SYNTH_DATA (SLURM_ARGS="--partition=P ...")
+	$(if $(DATA),,$(MAKE) --no-print-directory synth)
+	$(BIN)/mwsis slurm pseudolabels --data $(LABEL_DATA) $(SLURM_ARGS)
+
 viz: $(STAMP)  ## pictures (ground truth and every stage's labels) of the first frame of DATA or SYNTH_DATA
 	$(BIN)/mwsis viz frame $(LABEL_DATA) $$($(BIN)/mwsis info $(LABEL_DATA) --json | \
 		$(BIN)/python -c "import json,sys; print(json.load(sys.stdin)['first_frame_id'])") --out $(LABEL_DATA)/viz
@@ -58,6 +65,11 @@ train-2d: $(STAMP)  ## train the 2D segmenter on DATA's boxes (default: the synt
 	$(if $(DATA),,$(MAKE) --no-print-directory synth)
 	$(BIN)/mwsis train-2d --data $(LABEL_DATA) --out $(RUN2D) --config $(CONFIG2D) --resume
 	$(BIN)/mwsis eval-2d --run $(RUN2D) --data $(LABEL_DATA) --json $(RUN2D)/eval.json
+
+report: $(STAMP)  ## one HTML page in REPORT: label quality of DATA (default: the synthetic dataset), RUN3D/RUN2D when trained
+	$(if $(DATA),,$(MAKE) --no-print-directory synth)
+	$(BIN)/mwsis report --data $(LABEL_DATA) --out $(REPORT) \
+		$$(for r in $(RUN3D) $(RUN2D); do test -f $$r/config.yaml && echo --runs $$r; done)
 
 experiment-2d: $(STAMP)  ## not in CI: Table-5-style rows (BoxInst, +IPG, +CSCS) on held-out synthetic frames
 	NUMBA_NUM_THREADS=1 $(BIN)/python bench/experiment_2d.py --out out/experiment-2d

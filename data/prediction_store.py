@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from .schema.predictions import (META_INFO, META_TAIL, PREDICTIONS_SCHEMA, predictions_metadata,
                                  predictions_to_table, table_row_to_predictions)
-from .store import PARQUET_OPTIONS, Dataset, ShardError, atomic_path
+from .store import PARQUET_OPTIONS, Dataset, ShardError, WriteError, atomic_path, exclusive_lock, remove_stale_temps
 
 PREDICTIONS_DIR = "predictions"
 _ROUND = re.compile(r"^round=(\d+)$")
@@ -44,15 +44,25 @@ def resolve_round(root: Path | str, source: str, spec: str | int) -> int:
 
 def write_prediction_shard(root: Path | str, source: str, rnd: int, shard: str,
                            rows: Iterable[tuple[str, np.ndarray]], tail: tuple[int, ...], info: dict) -> Path:
+    """Write one shard of a round atomically. Two exports of the same round write one shard at a time (the lock;
+    the second rewrites it after the first, each file whole); a killed export's temp file is removed here."""
     dest = round_dir(root, source, rnd) / f"{shard}.parquet"
     schema = PREDICTIONS_SCHEMA.with_metadata(predictions_metadata(tail, info))
-    with atomic_path(dest) as tmp:
-        with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
-            for frame_id, probs in rows:
-                if probs.shape[1:] != tuple(tail):
-                    raise ValueError(f"frame {frame_id}: predictions of shape {probs.shape}, expected (N, {tail})")
-                writer.write_table(predictions_to_table(frame_id, probs).replace_schema_metadata(schema.metadata),
-                                   row_group_size=1)
+    where = f"shard {shard} of {source} predictions round {rnd}"
+    try:
+        with exclusive_lock(dest, where) as held:
+            if held:
+                remove_stale_temps(dest)
+            with atomic_path(dest) as tmp:
+                with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
+                    for frame_id, probs in rows:
+                        if probs.shape[1:] != tuple(tail):
+                            raise ValueError(f"frame {frame_id}: predictions of shape {probs.shape}, "
+                                             f"expected (N, {tail})")
+                        table = predictions_to_table(frame_id, probs).replace_schema_metadata(schema.metadata)
+                        writer.write_table(table, row_group_size=1)
+    except WriteError as e:
+        raise e.within(where) from e
     return dest
 
 

@@ -8,16 +8,22 @@ Layout of a dataset::
       labels/<stage>/...       # later stages, same shard names
       predictions/...          # teacher predictions, same shard names
 
-Every file is written to a temporary name in the same directory, fsynced, then renamed, so a
-reader (or a crashed writer's rerun) never sees a partial file.
+Every file is written to a hidden temporary name in the same directory, fsynced, then renamed, so a
+reader (or a crashed writer's rerun) never sees a partial file. Writers of the same output take an
+``exclusive_lock`` (``<dir>/.locks/<name>.lock``) so two processes never compute it at once.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import glob
 import hashlib
 import json
+import logging
 import os
-import tempfile
+import socket
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -32,6 +38,8 @@ MANIFEST = "manifest.json"
 FRAMES_DIR = "frames"
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, write_statistics=False)
 
+log = logging.getLogger(__name__)
+
 
 class StoreError(RuntimeError):
     """A file of a dataset cannot be read or written; the message names the file and the problem."""
@@ -42,37 +50,187 @@ class ShardError(StoreError):
         self.path, self.problem = str(path), problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self):  # process pools pickle exceptions by their args; ours take two
+        return type(self), (self.path, self.problem)
+
+
+class WriteError(StoreError):
+    """The output cannot be written (disk full, permission denied, read-only): ``cannot write <path>: <why>``.
+
+    Callers add where it happened (``context``: the shard, the stage) so the message says what to rerun."""
+
+    def __init__(self, path: Path | str, problem: str, context: str = ""):
+        self.path, self.problem, self.context = str(path), problem, context
+        super().__init__(f"cannot write {path}: {problem}" + (f" ({context})" if context else ""))
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problem, self.context)
+
+    def within(self, context: str) -> "WriteError":
+        return WriteError(self.path, self.problem, f"{context}; {self.context}" if self.context else context)
+
+
+# errno values that mean "the output cannot take this write", as opposed to a bad input read inside the block
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+TEMP_SUFFIX = ".tmp"
+
+
+def _why(e: OSError) -> str:
+    # pyarrow puts "Error writing bytes to file. Detail: [errno 28] ..." in strerror; the errno's text is clearer
+    return os.strerror(e.errno) if e.errno else str(e)
+
+
+def _is_write_failure(e: OSError, paths: tuple[str, ...]) -> bool:
+    """Whether an OSError raised inside the ``atomic_path`` block comes from writing the output: it names the
+    temp/dest file, or names no file and has a write-side errno (pyarrow's writer errors name no file)."""
+    if e.filename is not None:
+        return str(e.filename) in paths
+    return e.errno in _WRITE_ERRNOS
+
+
+def _fsync_dir(directory: Path) -> None:
+    # the rename itself must survive a power cut, not only the file's bytes; some filesystems refuse: fine
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _create_temp(dest: Path) -> Path:
+    """A new empty hidden file ``.<name>.<pid>-<random>.tmp`` beside ``dest``.
+
+    Not ``tempfile.mkstemp``: that creates mode 0600, and the rename would make every shard unreadable to the
+    rest of a cluster group; ``os.open`` with 0666 lets the umask decide, as for any other file."""
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}-{os.urandom(6).hex()}{TEMP_SUFFIX}"  # 48 bits: no retry
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return tmp
+
 
 @contextlib.contextmanager
 def atomic_path(dest: Path | str):
     """Yield a temporary path beside ``dest``; on success fsync and rename it onto ``dest``.
 
-    On any error the temporary file is removed and ``dest`` is untouched. OS errors (disk full,
-    permission denied) are re-raised as ``StoreError`` naming ``dest``.
+    On any error the temporary file is removed and ``dest`` is untouched; OS errors of the write (disk full,
+    permission denied) become ``WriteError`` naming ``dest``. A process killed inside the block leaves only the
+    hidden temp file: readers open final names only, and ``remove_stale_temps`` deletes it under the lock.
     """
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        os.close(fd)
+        tmp = _create_temp(dest)
     except OSError as e:
-        raise StoreError(f"cannot write {dest}: {e.strerror or e}") from e
+        raise WriteError(dest, _why(e)) from e
     try:
-        yield Path(tmp)
+        yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise StoreError(f"cannot write {dest}: {e.strerror or e}") from e
+        if isinstance(e, OSError) and _is_write_failure(e, (str(tmp), str(dest))):
+            raise WriteError(dest, _why(e)) from e
         raise
+    _fsync_dir(dest.parent)
+
+
+def remove_stale_temps(dest: Path | str) -> list[Path]:
+    """Delete temp files of ``dest`` left by killed writers (call it only while holding ``dest``'s lock:
+    then no live writer of ``dest`` exists). Returns what was removed."""
+    dest = Path(dest)
+    removed = []
+    for p in dest.parent.glob(f".{glob.escape(dest.name)}.*{TEMP_SUFFIX}") if dest.parent.exists() else ():
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def tidy_temps(dest: Path | str) -> None:
+    """Best effort, for a caller that does not write ``dest``: remove its killed writers' temp files if its lock
+    is free now (busy: a live writer owns them; read-only copy or no locks: they are harmless, leave them)."""
+    dest = Path(dest)
+    if not dest.parent.exists() or not any(dest.parent.glob(f".{glob.escape(dest.name)}.*{TEMP_SUFFIX}")):
+        return
+    with contextlib.suppress(WriteError), exclusive_lock(dest, str(dest), wait=False) as held:
+        if held:
+            remove_stale_temps(dest)
 
 
 def write_bytes_atomic(dest: Path | str, data: bytes) -> None:
     with atomic_path(dest) as tmp:
         Path(tmp).write_bytes(data)
+
+
+# ------------------------------------------------------------------------------------------------ locks
+
+LOCKS_DIR = ".locks"
+# the filesystem has no locks (some Lustre mounts, old NFSv3 without lockd): go on unlocked, see exclusive_lock
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+
+def lock_path(dest: Path | str) -> Path:
+    """``<dir>/.locks/<name>.lock``: the lock guarding writes of ``dest`` (kept: deleting a lock file while a
+    waiter holds it open would let a third process lock a new inode and write concurrently)."""
+    dest = Path(dest)
+    return dest.parent / LOCKS_DIR / f"{dest.name}.lock"
+
+
+@contextlib.contextmanager
+def exclusive_lock(dest: Path | str, what: str, wait: bool = True):
+    """Hold ``dest``'s lock while computing and writing it; wait while another process holds it (``wait=False``:
+    yield False instead). Yields whether the lock is held; the holder stamps "pid P on host H since T" in it.
+
+    ``flock``: the kernel releases it when the holder exits or is killed, so a crash leaves no stale lock. On NFS
+    Linux maps it to a whole-file byte-range lock (works across nodes on NFSv4; NFSv3 needs lockd; a dead node's
+    lock goes when its lease expires). A filesystem without locks gets a warning and runs unlocked: still safe
+    (outputs are renamed into place whole and deterministic), but two processes may compute the same output.
+    """
+    path = lock_path(dest)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # another user's lock file: flock needs no write access (only the stamp does)
+            fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise WriteError(path, _why(e)) from e
+    try:
+        held = _acquire(fd, path, what, wait)
+        if held:
+            stamp = f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, stamp.encode(), 0)
+        try:
+            yield held
+        finally:
+            if held:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _acquire(fd: int, path: Path, what: str, wait: bool) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        if not wait:
+            return False
+        holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "holder unknown"
+        log.warning("%s is being written by another process (%s); waiting for it to finish", what, holder)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        log.info("%s: the other process finished; going on", what)
+        return True
+    except OSError as e:
+        if e.errno in _NO_LOCKS:
+            log.warning("%s: %s does not support locks (%s); going on unlocked", what, path, _why(e))
+            return False
+        raise WriteError(path, _why(e)) from e
 
 
 def sha256_file(path: Path | str) -> str:

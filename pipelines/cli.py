@@ -130,12 +130,17 @@ def _register() -> None:
     from .cli_labels import bench_cmd, eval_labels_cmd, pseudolabels_cmd, stage_cmd
 
     from .cli_convert import convert
+    from .cli_report import report_cmd
+    from .cli_slurm import slurm  # a group: other modules add commands with slurm.add_command(...)
+    from .cli_slurm_train import train_2d_slurm_cmd, train_3d_slurm_cmd
     from .cli_train import (eval_2d_cmd, eval_3d_cmd, predict_2d_cmd, predict_3d_cmd, train_2d_cmd,
                             train_3d_cmd)
 
     for cmd in (stage_cmd, pseudolabels_cmd, eval_labels_cmd, bench_cmd, convert, train_3d_cmd, predict_3d_cmd,
-                eval_3d_cmd, train_2d_cmd, predict_2d_cmd, eval_2d_cmd):
+                eval_3d_cmd, train_2d_cmd, predict_2d_cmd, eval_2d_cmd, slurm, report_cmd):
         main.add_command(cmd)
+    for cmd in (train_3d_slurm_cmd, train_2d_slurm_cmd):
+        slurm.add_command(cmd)
 
 
 _register()

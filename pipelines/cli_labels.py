@@ -11,16 +11,18 @@ from .stages import STAGES
 _STAGE_HELP = "\n".join(f"  {name:<8} {spec.doc}" for name, spec in STAGES.items())
 
 
-def _configs(sets: tuple[str, ...], sam_checkpoint: str | None) -> dict:
-    from .stages import parse_overrides
+def _configs(config: str | None, sets: tuple[str, ...], sam_checkpoint: str | None) -> dict:
+    """{section: {field: value}} for the runner: defaults < --config (its ``stages``) < --set < --sam-checkpoint."""
+    from .config import ConfigError, apply_overrides, load_section
+    from .stages import stage_overrides
 
     try:
-        cfg = parse_overrides(list(sets))
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--set") from e
-    if sam_checkpoint:
-        cfg.setdefault("sam", {})["checkpoint"] = sam_checkpoint
-    return cfg
+        cfg = load_section("stages", config, sets)
+        if sam_checkpoint:
+            cfg = apply_overrides(cfg, {"sam.checkpoint": sam_checkpoint})
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="--config/--set") from e
+    return stage_overrides(cfg)
 
 
 def _report(results) -> None:
@@ -36,35 +38,46 @@ def _report(results) -> None:
 
 _set_option = click.option("--set", "sets", multiple=True, metavar="SECTION.FIELD=VALUE",
                            help="Override a config field, e.g. --set spg.fg_thresh=0.05 (repeatable).")
+_config_option = click.option("--config", default=None, metavar="PRESET|PATH",
+                              help="A preset (waymo, kitti, synthetic-tiny) or a YAML file; its 'stages' "
+                                   "section sets the stage configs. --set values win over it.")
 _sam_option = click.option("--sam-checkpoint", type=str, default=None, envvar="SAM_CHECKPOINT",
                            help="SAM weights (vit_h/l/b .pth) for the sam stage; 'tiny' = tiny random SAM (tests).")
 
 
 @click.command("stage", help=f"Run one stage on a slice of shards.\n\n\b\nStages:\n{_STAGE_HELP}\n\n"
                "Without --shard-index/--num-shards the slice comes from SLURM_ARRAY_TASK_ID and "
-               "SLURM_ARRAY_TASK_COUNT when set, else it is every shard. Finished shards are skipped "
+               "SLURM_ARRAY_TASK_COUNT when set, else it is every shard; --shards names the shards "
+               "explicitly (what `mwsis slurm` array tasks use). Finished shards are skipped "
                "unless --force or their config or inputs changed.")
 @click.argument("name", type=click.Choice(list(STAGES)))
 @click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
 @click.option("--shard-index", type=int, default=None, help="This task's slice (0-based).")
 @click.option("--num-shards", type=int, default=None, help="Number of slices the shards are split into.")
+@click.option("--shards", "shard_list", default=None, metavar="LIST",
+              help="Exactly these shard positions (manifest order), e.g. 0,3,7 or 0-4,9. "
+                   "Excludes --shard-index/--num-shards and ignores SLURM_ARRAY_TASK_ID.")
 @click.option("--force", is_flag=True, help="Recompute finished shards.")
 @click.option("--history", type=click.IntRange(min=1), default=None, help="pvc: number of newest prediction rounds (N_his, default 4).")
 @click.option("--base", default=None, help="pvc: the labels the vote corrects (default spg).")
+@_config_option
 @_set_option
 @_sam_option
-def stage_cmd(name, data, shard_index, num_shards, force, history, base, sets, sam_checkpoint):
+def stage_cmd(name, data, shard_index, num_shards, shard_list, force, history, base, config, sets, sam_checkpoint):
     from ..data.store import open_dataset
     from .progress import progress_bar
-    from .runner import resolved_config, run_stage_shard, slice_shards
+    from .runner import parse_shard_list, resolved_config, run_stage_shard, slice_shards
     from .stages import build_configs
 
     ds = open_dataset(data)
+    if shard_list is not None and (shard_index is not None or num_shards is not None):
+        raise click.UsageError("--shards excludes --shard-index/--num-shards")
     try:
-        positions = slice_shards(ds.num_shards, shard_index, num_shards)
+        positions = (parse_shard_list(shard_list, ds.num_shards) if shard_list is not None
+                     else slice_shards(ds.num_shards, shard_index, num_shards))
     except ValueError as e:
         raise click.UsageError(str(e)) from e
-    overrides = _configs(sets, sam_checkpoint)
+    overrides = _configs(config, sets, sam_checkpoint)
     if history is not None or base is not None:
         if name != "pvc":
             raise click.UsageError("--history and --base apply to the pvc stage only")
@@ -89,14 +102,15 @@ def stage_cmd(name, data, shard_index, num_shards, force, history, base, sets, s
 @click.option("--force", is_flag=True, help="Recompute finished shards.")
 @click.option("--eval/--no-eval", "do_eval", default=True, show_default=True,
               help="Print the quality table when the dataset has ground truth.")
+@_config_option
 @_set_option
 @_sam_option
-def pseudolabels_cmd(data, stages, workers, force, do_eval, sets, sam_checkpoint):
+def pseudolabels_cmd(data, stages, workers, force, do_eval, config, sets, sam_checkpoint):
     """Run the pseudo-label stage graph locally over a process pool, then print the quality table."""
     from .runner import run_stages
 
     results = run_stages(data, [s.strip() for s in stages.split(",") if s.strip()],
-                         _configs(sets, sam_checkpoint), workers=workers, force=force)
+                         _configs(config, sets, sam_checkpoint), workers=workers, force=force)
     if do_eval and not any(r.status == "failed" for r in results):
         from .eval_labels import evaluate_labels, format_table
 

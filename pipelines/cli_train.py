@@ -5,12 +5,30 @@ import json
 from pathlib import Path
 
 import click
-import torch
 
-_config_opt = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-                           help="YAML file with config values (e.g. configs/train3d-tiny.yaml).")
+_config_opt = click.option("--config", "config_path", default=None, metavar="PRESET|PATH",
+                           help="A preset (waymo, kitti, synthetic-tiny: its train3d/train2d section) or a YAML "
+                                "file (with that section, or the trainer's fields alone, e.g. "
+                                "configs/train3d-tiny.yaml). --set values win over the file.")
 _set_opt = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                         help="Override a config value, e.g. --set epochs=2 --set model.base_channels=32.")
+
+
+def _prediction_info(run: str, rnd: int, cfg) -> dict:
+    """What a prediction round records: the run, its checkpoint and resolved config (the run dir may be
+    retrained or deleted later; the round must still say what produced it)."""
+    from .training import config_to_dict, latest_checkpoint
+
+    ckpt = latest_checkpoint(Path(run))
+    return {"run": str(Path(run).resolve()), "round": rnd, "checkpoint": ckpt.name if ckpt else None,
+            "config": config_to_dict(cfg)}
+
+
+def _cpu_threads(device, n: int) -> None:
+    import torch  # here, not at the top: every `mwsis` command (e.g. a SLURM stage task) would pay ~4 s for it
+
+    if device.type == "cpu":
+        torch.set_num_threads(n)
 
 
 def _json_out(res: dict, json_path: str | None) -> None:
@@ -20,6 +38,17 @@ def _json_out(res: dict, json_path: str | None) -> None:
     click.echo(text)
     if json_path:
         write_bytes_atomic(json_path, (text + "\n").encode())
+
+
+def _summary_out(summary: dict, out: str) -> None:
+    """Print the summary; a preempted run (checkpoint written) exits with PREEMPTED_EXIT, not 0 (not done)
+    and not 1 (not failed), so a job script or a person can tell it apart and resume."""
+    from .distributed import PREEMPTED_EXIT
+
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=1))
+    if summary.get("preempted"):
+        click.echo(f"preempted: checkpoint written; continue with --resume --out {out}", err=True)
+        raise click.exceptions.Exit(PREEMPTED_EXIT)
 
 
 @click.command("train-3d")
@@ -44,7 +73,7 @@ def train_3d_cmd(data, labels, out, resume, cscs_2d, config_path, sets):
     except ValueError as e:
         raise click.BadParameter(str(e)) from e
     summary = train_3d(data, out, cfg, resume=resume)
-    click.echo(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=1))
+    _summary_out(summary, out)
 
 
 @click.command("predict-3d")
@@ -55,13 +84,12 @@ def predict_3d_cmd(run, data, rnd):
     """Write the EMA teacher's per-point class probabilities to DATASET/predictions/3d/round=R/ (for PVC, CSCS)."""
     from .predict3d import export_predictions
     from .train3d import load_teacher
-    from .training import pick_device, init_distributed
+    from .distributed import init_distributed, pick_device
 
     device = pick_device(init_distributed())
     model, cfg = load_teacher(run, device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.cpu_threads)
-    export_predictions(data, model, cfg.infer, rnd, device, info={"run": str(Path(run).resolve()), "round": rnd})
+    _cpu_threads(device, cfg.cpu_threads)
+    export_predictions(data, model, cfg.infer, rnd, device, info=_prediction_info(run, rnd, cfg))
 
 
 @click.command("eval-3d")
@@ -77,12 +105,11 @@ def eval_3d_cmd(run, data, rsc, min_points, json_path):
 
     from .predict3d import evaluate_3d
     from .train3d import load_teacher
-    from .training import pick_device, init_distributed
+    from .distributed import init_distributed, pick_device
 
     device = pick_device(init_distributed())
     model, cfg = load_teacher(run, device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.cpu_threads)
+    _cpu_threads(device, cfg.cpu_threads)
     infer = dataclasses.replace(cfg.infer, min_points=max(min_points, 1))
     res = evaluate_3d(model, data, infer, device, rsc=rsc)
     if not res["frames"]:
@@ -114,17 +141,16 @@ def train_2d_cmd(data, out, resume, pseudo_masks, cscs_3d, backbone_weights, con
     except ValueError as e:
         raise click.BadParameter(str(e)) from e
     summary = train_2d(data, out, cfg, resume=resume)
-    click.echo(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=1))
+    _summary_out(summary, out)
 
 
 def _teacher_2d(run):
     from .train2d import load_teacher_2d
-    from .training import init_distributed, pick_device
+    from .distributed import init_distributed, pick_device
 
     device = pick_device(init_distributed())
     model, cfg = load_teacher_2d(run, device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.cpu_threads)
+    _cpu_threads(device, cfg.cpu_threads)
     return model, cfg, device
 
 
@@ -137,7 +163,7 @@ def predict_2d_cmd(run, data, rnd):
     from .predict2d import export_predictions_2d
 
     model, cfg, device = _teacher_2d(run)
-    export_predictions_2d(data, model, cfg, rnd, device, info={"run": str(Path(run).resolve()), "round": rnd})
+    export_predictions_2d(data, model, cfg, rnd, device, info=_prediction_info(run, rnd, cfg))
 
 
 @click.command("eval-2d")

@@ -58,19 +58,29 @@ def frame_point_probs(model, frame, cfg: Train2DConfig, device) -> np.ndarray:
 
 
 def export_predictions_2d(data: Path | str, model, cfg: Train2DConfig, rnd: int, device, info: dict,
-                          show_progress: bool = True) -> int:
+                          show_progress: bool = True, positions: list[int] | None = None) -> int:
+    """Write round ``rnd`` for the shards at ``positions`` (all by default; a DDP rank passes its own)."""
     ds = open_dataset(data)
+    positions = list(range(ds.num_shards)) if positions is None else positions
+    frames = sum(ds.manifest.shards[p].frames for p in positions)
     model.eval()
-    with progress_bar(len(ds), "frame", f"predict-2d round {rnd}", enabled=show_progress) as bar:
-        for shard in ds.iter_shards():
+    with progress_bar(frames, "frame", f"predict-2d round {rnd}", enabled=show_progress) as bar:
+        for pos in positions:
+            shard = ds.shard(pos)
+
             def rows():
                 for frame in shard.iter_frames(images=True):
                     bar.update(1)
                     yield frame.frame_id, frame_point_probs(model, frame, cfg, device)
 
             write_prediction_shard(ds.root, "2d", rnd, shard.info.name, rows(), (2, NUM_CLASSES), info)
-    log.info("predict-2d: round %d, %d frames -> %s/predictions/2d/round=%d", rnd, len(ds), ds.root, rnd)
-    return len(ds)
+    log.info("predict-2d: round %d, %d frames -> %s/predictions/2d/round=%d", rnd, frames, ds.root, rnd)
+    return frames
+
+
+def _xywh(box: np.ndarray) -> list[float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [x0, y0, x1 - x0, y1 - y0]
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -79,8 +89,9 @@ def _rle(mask: np.ndarray) -> dict:
     return rle
 
 
-def coco_mask_ap(images: list[dict], gts: list[dict], dets: list[dict]) -> dict:
-    """COCOeval segm over prepared lists (categories 1..C); per-class AP from the precision array."""
+def coco_mask_ap(images: list[dict], gts: list[dict], dets: list[dict], iou_type: str = "segm") -> dict:
+    """COCOeval ``iou_type`` (segm; bbox for the box AP diagnostic) over prepared lists (categories 1..C);
+    per-class AP from the precision array."""
     out = {"ap": None, "ap50": None, "ap75": None, "per_class": {}}
     if not gts:
         return out
@@ -91,7 +102,7 @@ def coco_mask_ap(images: list[dict], gts: list[dict], dets: list[dict]) -> dict:
         gt.createIndex()
         if not dets:
             return {**out, "ap": 0.0, "ap50": 0.0, "ap75": 0.0}
-        ev = COCOeval(gt, gt.loadRes(dets), iouType="segm")
+        ev = COCOeval(gt, gt.loadRes(dets), iouType=iou_type)
         ev.evaluate()
         ev.accumulate()
     prec = ev.eval["precision"][:, :, :, 0, -1]  # [T, R, K], area all, 100 dets
@@ -108,7 +119,10 @@ def coco_mask_ap(images: list[dict], gts: list[dict], dets: list[dict]) -> dict:
 
 
 @torch.no_grad()
-def evaluate_2d(model, data: Path | str, cfg: Train2DConfig, device, show_progress: bool = True) -> dict:
+def evaluate_2d(model, data: Path | str, cfg: Train2DConfig, device, show_progress: bool = True,
+                box_ap: bool = False) -> dict:
+    """COCO mask AP (method.md §11). ``box_ap``: also the COCO box AP of the same detections against the GT
+    masks' boxes (``res["box"]``), a diagnostic that separates detection from mask quality."""
     ds = open_dataset(data)
     model.eval()
     images, gts, dets = [], [], []
@@ -135,7 +149,12 @@ def evaluate_2d(model, data: Path | str, cfg: Train2DConfig, device, show_progre
                 for j in range(len(pred["scores"])):
                     dets.append({"image_id": img_id, "category_id": int(pred["classes"][j]) + 1,
                                  "segmentation": _rle(pred["masks"][j].cpu().numpy() > 0.5),
-                                 "score": float(pred["scores"][j])})
-    res = coco_mask_ap(images, gts, dets)
+                                 "score": float(pred["scores"][j]),
+                                 "bbox": _xywh(pred["boxes"][j].cpu().numpy())})
+    # loadRes takes the "bbox" branch when a det has one: each evaluation gets only its own key
+    res = coco_mask_ap(images, gts, [{k: v for k, v in d.items() if k != "bbox"} for d in dets])
+    if box_ap:
+        res["box"] = coco_mask_ap(images, gts, [{k: v for k, v in d.items() if k != "segmentation"} for d in dets],
+                                  "bbox")
     res.update(images=len(images), gt_instances=len(gts), detections=len(dets))
     return res

@@ -4,6 +4,9 @@ A stage is a pure per-frame function (``StageSpec.label_frame``) plus its depend
 The runner alone reads frame and label shards and writes label shards, through ``data/``:
 
 * one output shard per frame shard, written atomically (nothing partial is ever visible);
+* one writer per (stage, shard) at a time (``labels/<stage>/.locks/<shard>.parquet.lock``): a second
+  runner waits, then skips the finished shard; a full or read-only disk fails the shard with
+  ``cannot write <path>: <why> (shard S of stage T)``;
 * a finished shard is skipped unless ``force``, or unless its recorded config, code version or input
   checksums differ from the current ones (then it is recomputed);
 * a failing frame fails its shard with the frame id and the cause; the other shards go on, and the
@@ -22,9 +25,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .. import __version__
-from ..data.label_store import LabelShard, label_shard_checksum, label_shard_metadata, write_label_shard
+from ..data.label_store import (LabelShard, label_shard_checksum, label_shard_metadata, label_shard_path,
+                                write_label_shard)
 from ..data.prediction_store import PredictionShard
-from ..data.store import StoreError, open_dataset
+from ..data.store import StoreError, WriteError, exclusive_lock, open_dataset, remove_stale_temps, tidy_temps
 from .progress import progress_bar
 from .stages import STAGES, build_configs, resolve_order
 
@@ -91,48 +95,80 @@ def run_stage_shard(root: str, stage: str, config: dict, shard_pos: int, force: 
     ``config`` is ``resolved_config(stage, ...)``: {section: {field: value}}.
     """
     t0 = time.time()
-    spec = STAGES[stage]
     ds = open_dataset(root)
     info = ds.manifest.shards[shard_pos]
+    where = f"shard {info.name} of stage {stage}"
+    dest = label_shard_path(ds.root, stage, info.name)
     try:
-        cfg = build_configs(spec.sections, config)
-        predictions = spec.predictions_fn(ds.root, cfg) if spec.predictions_fn else {}
-        inputs = shard_inputs(ds.root, stage, info.name, info.sha256, cfg, predictions)
-        expected = {"stage": stage, "config": config, "code_version": __version__, "inputs": inputs}
-        if not force and label_shard_metadata(ds.root, stage, info.name) == expected:
+        # A finished shard is a whole file (renamed into place), so it can be found current without the lock:
+        # rerunning on a read-only copy of a finished dataset still works.
+        if not force and _expected(ds, stage, config, info)[-1] == label_shard_metadata(ds.root, stage, info.name):
+            tidy_temps(dest)  # a writer killed while redoing this finished shard left a temp file
             if tick:
                 tick(info.frames)
             return ShardResult(stage, info.name, "skipped", info.frames, time.time() - t0)
-        ctx = spec.setup(cfg) if spec.setup else None
-        deps = {d: LabelShard(ds, d, info.name) for d in spec.dependencies(cfg)}
-        preds = {n: PredictionShard(ds, src, rnd, info.name) for n, (src, rnd) in predictions.items()}
-
-        def rows():
-            for i, frame in enumerate(ds.shard(shard_pos).iter_frames(images=spec.needs_images)):
-                dep_labels = {d: s.labels(i) for d, s in deps.items()}
-                for d, lab in dep_labels.items():
-                    if lab.frame_id != frame.frame_id:
-                        raise StoreError(f"labels/{d}/{info.name}: row {i} is frame {lab.frame_id}, "
-                                         f"frames shard has {frame.frame_id} (mismatched ids; rerun stage '{d}')")
-                for n, p in preds.items():
-                    fid, probs = p.predictions(i)
-                    if fid != frame.frame_id:
-                        raise StoreError(f"{p.path}: row {i} is frame {fid}, frames shard has {frame.frame_id} "
-                                         "(mismatched ids)")
-                    dep_labels[n] = probs
-                try:
-                    out = spec.label_frame(frame, dep_labels, cfg, ctx)
-                except Exception as e:  # name the frame, keep the cause
-                    raise RuntimeError(f"frame {frame.frame_id}: {type(e).__name__}: {e}") from e
-                if tick:
-                    tick(1)
-                yield out
-
-        write_label_shard(ds.root, stage, info.name, rows(), config, __version__, inputs)
-        return ShardResult(stage, info.name, "done", info.frames, time.time() - t0)
+        # One writer per (stage, shard). A second runner on the same shard (a SLURM array task started twice)
+        # waits here, then finds the shard current and skips it: both exit 0 and the shard is done either way.
+        # Failing fast instead would report an error for a shard that ends up fine, or, if the first runner then
+        # dies, leave it undone with nobody told. Under the lock no live writer of ``dest`` exists, so temp
+        # files beside it are a killed writer's leftovers.
+        with exclusive_lock(dest, where) as held:
+            if held:
+                remove_stale_temps(dest)
+            status = _label_shard(ds, stage, config, shard_pos, force, tick)
+        return ShardResult(stage, info.name, status, info.frames, time.time() - t0)
+    except WriteError as e:  # disk full, read-only: name the file, the shard and the stage
+        log.debug("stage %s shard %s failed:\n%s", stage, info.name, traceback.format_exc())
+        return ShardResult(stage, info.name, "failed", info.frames, time.time() - t0, str(e.within(where)))
     except Exception as e:
         log.debug("stage %s shard %s failed:\n%s", stage, info.name, traceback.format_exc())
         return ShardResult(stage, info.name, "failed", info.frames, time.time() - t0, str(e))
+
+
+def _expected(ds, stage: str, config: dict, info) -> tuple:
+    """(built config, prediction rounds, input checksums, the metadata a current output shard records)."""
+    cfg = build_configs(STAGES[stage].sections, config)
+    predictions = STAGES[stage].predictions_fn(ds.root, cfg) if STAGES[stage].predictions_fn else {}
+    inputs = shard_inputs(ds.root, stage, info.name, info.sha256, cfg, predictions)
+    return cfg, predictions, inputs, {"stage": stage, "config": config, "code_version": __version__, "inputs": inputs}
+
+
+def _label_shard(ds, stage: str, config: dict, shard_pos: int, force: bool, tick) -> str:
+    """Compute and write one label shard unless it is current; "done" or "skipped". Caller holds the lock."""
+    spec = STAGES[stage]
+    info = ds.manifest.shards[shard_pos]
+    cfg, predictions, inputs, expected = _expected(ds, stage, config, info)  # again: another writer may have won
+    if not force and label_shard_metadata(ds.root, stage, info.name) == expected:
+        if tick:
+            tick(info.frames)
+        return "skipped"
+    ctx = spec.setup(cfg) if spec.setup else None
+    deps = {d: LabelShard(ds, d, info.name) for d in spec.dependencies(cfg)}
+    preds = {n: PredictionShard(ds, src, rnd, info.name) for n, (src, rnd) in predictions.items()}
+
+    def rows():
+        for i, frame in enumerate(ds.shard(shard_pos).iter_frames(images=spec.needs_images)):
+            dep_labels = {d: s.labels(i) for d, s in deps.items()}
+            for d, lab in dep_labels.items():
+                if lab.frame_id != frame.frame_id:
+                    raise StoreError(f"labels/{d}/{info.name}: row {i} is frame {lab.frame_id}, "
+                                     f"frames shard has {frame.frame_id} (mismatched ids; rerun stage '{d}')")
+            for n, p in preds.items():
+                fid, probs = p.predictions(i)
+                if fid != frame.frame_id:
+                    raise StoreError(f"{p.path}: row {i} is frame {fid}, frames shard has {frame.frame_id} "
+                                     "(mismatched ids)")
+                dep_labels[n] = probs
+            try:
+                out = spec.label_frame(frame, dep_labels, cfg, ctx)
+            except Exception as e:  # name the frame, keep the cause
+                raise RuntimeError(f"frame {frame.frame_id}: {type(e).__name__}: {e}") from e
+            if tick:
+                tick(1)
+            yield out
+
+    write_label_shard(ds.root, stage, info.name, rows(), config, __version__, inputs)
+    return "done"
 
 
 def run_stages(root: Path | str, stages: list[str], configs: dict[str, dict] | None = None,
@@ -185,3 +221,53 @@ def _run_one_stage(ds, stage: str, configs: dict, positions: list[int], force: b
              sum(r.status == "done" for r in batch), sum(r.status == "skipped" for r in batch),
              sum(r.status == "failed" for r in batch), sum(r.frames for r in batch), sum(r.seconds for r in batch))
     return batch
+
+
+def shard_is_current(root, stage: str, config: dict, shard_pos: int) -> bool:
+    """Whether ``stage``'s output shard at ``shard_pos`` is up to date: the test ``run_stage_shard`` uses to
+    skip it (recorded stage, config, code version and input checksums equal to the current ones).
+
+    ``root`` is a dataset directory or an open ``Dataset`` (callers checking many shards open it once);
+    ``config`` is ``resolved_config(stage, ...)``. Missing inputs (a dependency not labelled yet) -> False.
+    """
+    ds = root if hasattr(root, "manifest") else open_dataset(root)
+    info = ds.manifest.shards[shard_pos]
+    recorded = label_shard_metadata(ds.root, stage, info.name)
+    if recorded is None:
+        return False  # cheap exit before checksumming the dependencies
+    try:
+        return _expected(ds, stage, config, info)[-1] == recorded
+    except (StoreError, ValueError):
+        return False
+
+
+def parse_shard_list(text: str, num_shards: int) -> list[int]:
+    """``"0-2,5"`` -> [0, 1, 2, 5]: shard positions (manifest order) for ``mwsis stage --shards``.
+
+    Sorted and deduplicated; a position outside 0..num_shards-1 or a malformed item is a ValueError."""
+    out: set[int] = set()
+    for item in (t.strip() for t in text.split(",")):
+        lo, dash, hi = item.partition("-")
+        try:
+            a, b = int(lo), int(hi if dash else lo)
+        except ValueError:
+            raise ValueError(f"--shards {text!r}: {item!r} is not a position or a range A-B") from None
+        if not 0 <= a <= b < num_shards:
+            raise ValueError(f"--shards {text!r}: {item!r} is outside 0-{num_shards - 1} "
+                             f"(the dataset has {num_shards} shards)")
+        out.update(range(a, b + 1))
+    return sorted(out)
+
+
+def format_shard_list(positions) -> str:
+    """[0, 1, 2, 5] -> ``"0-2,5"`` (the inverse of ``parse_shard_list``; keeps batch scripts short)."""
+    ps = sorted(set(positions))
+    runs: list[str] = []
+    i = 0
+    while i < len(ps):
+        j = i
+        while j + 1 < len(ps) and ps[j + 1] == ps[j] + 1:
+            j += 1
+        runs.append(str(ps[i]) if i == j else f"{ps[i]}-{ps[j]}")
+        i = j + 1
+    return ",".join(runs)

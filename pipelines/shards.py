@@ -1,8 +1,9 @@
 """Writes frame shards for a list of units (sequences, segments) in parallel, resumably, failure-isolated.
 
 Used by ``mwsis synth`` and ``mwsis convert``: a *unit* is one sequence or segment and becomes one
-shard. The manifest is rewritten after every finished shard, so an interrupted run resumes where it
-stopped (listed shards with the right size are kept). A unit that fails (corrupt or missing input) is
+shard. The manifest is rewritten after every finished shard, so an interrupted (even SIGKILLed) run
+resumes where it stopped (listed shards with the right size are kept; a shard written but not yet listed
+is written again, to the same bytes). A unit that fails (corrupt or missing input) is
 reported with its cause and recorded under ``source["failed"]``; the other units go on.
 """
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Callable, Iterator
 
 from ..data.frame import CAMERA_NAMES, CLASS_NAMES, LIDAR_NAMES, Frame
 from ..data.schema import Manifest, ShardInfo
-from ..data.store import MANIFEST, StoreError, read_manifest, write_frame_shard, write_manifest
+from ..data.store import (FRAMES_DIR, MANIFEST, StoreError, WriteError, exclusive_lock, read_manifest,
+                          remove_stale_temps, write_frame_shard, write_manifest)
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -65,13 +67,39 @@ def _write_unit(out: str, unit: str, frames_fn: FramesFn, tick=None) -> tuple[Sh
     return info, sensors_of(first[0])
 
 
+def _stopped(e: WriteError, unit: str, out: Path) -> WriteError:
+    return e.within(f"shard {unit}; the shards finished before it stay listed in {out / MANIFEST}; "
+                    "free space or fix permissions, then rerun to resume")
+
+
+def _commit_failure(commit, unit: str, e: Exception, out: Path) -> None:
+    try:
+        commit(unit, None, None, f"{type(e).__name__}: {e}")
+    except WriteError as we:  # recording the failure needs the manifest written: the output is the problem now
+        raise _stopped(we, unit, out) from e
+
+
 def write_shards(out: Path | str, units: list[tuple[str, int]], frames_fn: FramesFn, source: dict,
                  workers: int = 1, show_progress: bool = True, desc: str = "frames") -> WriteResult:
     """Write one shard per ``(unit name, expected frames)``; ``source`` identifies the settings.
 
     Refuses to mix settings: an existing dataset made with another ``source`` is an error.
+    A full or read-only output stops the run with ``WriteError`` naming the file and the shard (every later
+    unit would fail the same way); the shards finished before it stay listed in the manifest.
     """
     out = Path(out)
+    # One writer per dataset: two writers would each rewrite the manifest from their own list and drop the
+    # other's shards. A second `mwsis synth`/`convert` waits, then resumes (finds everything done). Under the
+    # lock, temp files in the dataset are a killed writer's leftovers.
+    with exclusive_lock(out / MANIFEST, f"dataset {out}") as held:
+        if held:
+            for dest in [out / MANIFEST, *(out / FRAMES_DIR / f"{u}.parquet" for u, _ in units)]:
+                remove_stale_temps(dest)
+        return _write_shards_locked(out, units, frames_fn, source, workers, show_progress, desc)
+
+
+def _write_shards_locked(out: Path, units: list[tuple[str, int]], frames_fn: FramesFn, source: dict,
+                         workers: int, show_progress: bool, desc: str) -> WriteResult:
     manifest = Manifest(class_names=list(CLASS_NAMES), sensors={}, source=dict(source))
     if (out / MANIFEST).exists():
         old = read_manifest(out)
@@ -106,8 +134,10 @@ def write_shards(out: Path | str, units: list[tuple[str, int]], frames_fn: Frame
             for unit, _ in todo:
                 try:
                     commit(unit, *_write_unit(str(out), unit, frames_fn, tick=bar.update), None)
+                except WriteError as e:  # the output's fault, not the unit's: stop (see docstring)
+                    raise _stopped(e, unit, out) from e
                 except Exception as e:  # one unit's bad input must not stop the others
-                    commit(unit, None, None, f"{type(e).__name__}: {e}")
+                    _commit_failure(commit, unit, e, out)
         else:
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
                 futures = {pool.submit(_write_unit, str(out), u, frames_fn): (u, n) for u, n in todo}
@@ -115,8 +145,12 @@ def write_shards(out: Path | str, units: list[tuple[str, int]], frames_fn: Frame
                     unit, n = futures[fut]
                     try:
                         commit(unit, *fut.result(), None)
+                    except WriteError as e:
+                        for f in futures:
+                            f.cancel()
+                        raise _stopped(e, unit, out) from e
                     except Exception as e:
-                        commit(unit, None, None, f"{type(e).__name__}: {e}")
+                        _commit_failure(commit, unit, e, out)
                     bar.update(n)
     if not todo:
         write_manifest(out, manifest)

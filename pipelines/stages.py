@@ -9,12 +9,13 @@ to ``FrameLabels``; ``runner.py`` schedules them over shards. Stages and what th
     spg       Eq. 3 on the dcs segments, then Eq. 4            needs dcs  (Tab. 4, "CCL + SPG")
     sam       SAM masks from box prompts, lifted to points, largest CCL cluster per box (Tab. 2/4 "SAM")
 
-Configs are per section: the 3D stages share ``spg`` (``SPGConfig``: eligibility, thresholds, radii,
-DCS settings), ``sam`` adds ``SAMConfig``. A stage's output shard records the sections it uses.
+Configs are per section of ``StagesConfig``: the 3D stages share ``spg`` (``SPGConfig``: eligibility,
+thresholds, radii, DCS settings), ``sam`` adds ``SAMConfig``, ``pvc`` is ``PVCStageConfig``. Presets and
+``--set`` resolve through ``pipelines/config.py``. A stage's output shard records the sections it uses.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -68,35 +69,32 @@ class PVCStageConfig:
     min_agree: int | None = None  # T_h: rounds that must agree; None = all available rounds
 
 
-CONFIG_TYPES = {"spg": SPGConfig, "sam": SAMConfig, "pvc": PVCStageConfig}
+@dataclass(frozen=True)
+class StagesConfig:
+    """Every stage's config in one object: the ``stages`` section of a config file (``pipelines/config.py``),
+    so ``--set spg.fg_thresh=0.05`` goes through the same ``apply_overrides`` as the trainers' keys."""
+
+    spg: SPGConfig = field(default_factory=SPGConfig)
+    sam: SAMConfig = field(default_factory=SAMConfig)
+    pvc: PVCStageConfig = field(default_factory=PVCStageConfig)
+
+
+def stage_overrides(cfg: StagesConfig) -> dict[str, dict]:
+    """A resolved ``StagesConfig`` as the runner's {section: {field: value}} (every field, plain JSON values)."""
+    from .config import config_to_dict
+
+    return config_to_dict(cfg)
 
 
 def build_configs(sections: tuple[str, ...], overrides: dict[str, dict]) -> dict:
     """Config objects of ``sections`` with ``overrides`` ({section: {field: value}}; JSON lists -> tuples)."""
-    def fix(d):
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    from .config import ConfigError, apply_overrides
 
-    out = {}
-    for s in sections:
-        try:
-            out[s] = CONFIG_TYPES[s](**fix(overrides.get(s, {})))
-        except TypeError as e:
-            raise ValueError(f"config section '{s}': {e}") from e
-    return out
-
-
-def parse_overrides(items: list[str]) -> dict[str, dict]:
-    """``["spg.fg_thresh=0.05", "sam.checkpoint=/w/sam.pth"]`` -> {"spg": {"fg_thresh": 0.05}, ...} (YAML values)."""
-    import yaml
-
-    out: dict[str, dict] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot or section not in CONFIG_TYPES:
-            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION in {list(CONFIG_TYPES)}")
-        out.setdefault(section, {})[name] = yaml.safe_load(value)
-    return out
+    try:
+        cfg = apply_overrides(StagesConfig(), {s: v for s, v in overrides.items() if v})
+    except ConfigError as e:
+        raise ValueError(f"stage config: {e}") from e
+    return {s: getattr(cfg, s) for s in sections}
 
 
 def _sizes(frame: Frame) -> dict[int, tuple[int, int]]:

@@ -22,9 +22,20 @@ from ..train2d.model import BoxInstModel
 from ..train2d.transforms import collate, prepare_image, sample_train_scale
 from ..train3d.ema import EMAConfig, EMATeacher
 from .samples2d import iter_camera_samples
+from .cscs_exchange import epoch_round, round_resolver
+from .distributed import barrier
 from .training import autocast, fit, load_run_teacher, setup_run
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Export2DConfig:
+    """CSCS exchange with a 3D job running beside this one: every ``every`` epochs the EMA teacher's
+    predictions go to ``predictions/2d/round=<epochs done>/`` (as ``mwsis predict-2d``), for the 3D job's
+    ``cscs.round: latest``. 0 = off (the default): export with ``mwsis predict-2d`` after training."""
+
+    every: int = 0
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,11 @@ class Train2DConfig:
     warmup_factor: float = 0.001
     lr_steps: tuple[float, ...] = (2 / 3, 11 / 12)  # fractions of training where lr drops 10x (mmdet 1x)
     clip_grad: float | None = None
+    # optimiser: SGD as MWSIS §4.2 / the authors; "adamw" for short random-init runs (configs/experiment2d-cpu.yaml)
+    optimizer: str = "sgd"
+    norm_decay: bool = False  # authors: weight decay 0 on every norm layer (method.md §10 "Optimisers")
+    bias_decay: bool = True  # authors (mmdet default) decay biases; False: no decay on any 1-D parameter
+    controller_lr_mult: float = 1.0  # CondInst controller lr factor (BoxInstModel.param_groups)
     seed: int = 0
     max_steps_per_epoch: int | None = None
     train_short_sides: tuple[int, ...] | None = None  # None: the paper's multi-scale set (train2d.transforms)
@@ -51,6 +67,7 @@ class Train2DConfig:
     cpu_threads: int = 2
     model: Model2DConfig = field(default_factory=Model2DConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
+    export: Export2DConfig = field(default_factory=Export2DConfig)
 
 
 def _prepare(s, cfg: Train2DConfig, rng: np.random.Generator, train: bool) -> dict:
@@ -115,10 +132,23 @@ def lr_lambda(cfg: Train2DConfig, total_steps: int):
     return f
 
 
+def make_optimizer(model: BoxInstModel, cfg: Train2DConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, the paper) or AdamW over ``BoxInstModel.param_groups``: norm layers without weight decay
+    unless ``norm_decay`` (the authors' ``norm_decay_mult=0``), the controller at ``controller_lr_mult``."""
+    if cfg.norm_decay and cfg.bias_decay and cfg.controller_lr_mult == 1.0:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+    else:
+        groups = model.param_groups(cfg.lr, cfg.weight_decay, cfg.controller_lr_mult, norm_decay=cfg.norm_decay,
+                                    bias_decay=cfg.bias_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {cfg.optimizer!r}")
+
+
 def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool = False, show_progress: bool = True,
              stop_after_epoch: int | None = None) -> dict:
-    from ..data.prediction_store import resolve_round
-
     data, run = Path(data), Path(out)
     dist, device, ds, positions = setup_run(data, cfg.device, cfg.cpu_threads, cfg.seed)
     cameras = len(ds.manifest.sensors.get("cameras", [])) or 1
@@ -133,14 +163,20 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
         model_cfg = replace(model_cfg, backbone=replace(model_cfg.backbone, weights_path=cfg.backbone_weights))
     model = BoxInstModel(model_cfg).to(device)
     teacher = EMATeacher(model, cfg.ema)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, cfg.epochs * steps_per_epoch))
     ddp_model = model
     if dist.world_size > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    cscs_round = resolve_round(data, "3d", cfg.cscs_3d) if cfg.cscs_3d else None
+    # CSCS 3D -> 2D: "latest" is re-resolved at each epoch start (a 3D job beside this one writes a round at
+    # each PVC epoch); the round each epoch used is kept in state["cscs_rounds"], so a resumed epoch reuses it
+    resolve = round_resolver(ds, "3d", cfg.cscs_3d) if cfg.cscs_3d else None
 
     def batches(epoch, state):
+        cscs_round = epoch_round(state, epoch, resolve, dist) if resolve else None
+        return _epoch_batches(epoch, cscs_round)
+
+    def _epoch_batches(epoch, cscs_round):
         rng = np.random.default_rng([cfg.seed, epoch, 1])
         buf = []
         for s in iter_camera_samples(ds, positions, rng, sam=cfg.pseudo_masks == "sam", cscs_round=cscs_round):
@@ -159,9 +195,11 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
             if "image_rgb" in t:
                 t["image_rgb"] = t["image_rgb"].to(device)
         it = state["step"]
-        with torch.no_grad():
-            teacher_out = (sam_teacher_outputs(targets, images) if cfg.pseudo_masks == "sam"
-                           else teacher.model.ipg_teacher_outputs(images, targets))
+        teacher_out = None  # the pseudo masks feed only the IPG loss: skip the teacher forward without it
+        if cfg.model.ipg.enabled:
+            with torch.no_grad():
+                teacher_out = (sam_teacher_outputs(targets, images) if cfg.pseudo_masks == "sam"
+                               else teacher.model.ipg_teacher_outputs(images, targets))
         ddp_model.train()
         with autocast(device):
             losses = ddp_model(images, targets, teacher_outputs=teacher_out, iteration=it)
@@ -175,15 +213,32 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
         opt.step()
         sched.step()
         m = teacher.update(model, it)
-        return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
-                "lr": sched.get_last_lr()[0], "ema_momentum": m}
+        out = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
+               "lr": sched.get_last_lr()[0], "ema_momentum": m}
+        if resolve:
+            rnd = state["cscs_rounds"][state["epoch"]]
+            out["cscs_round"] = -1 if rnd is None else rnd
+        return out
+
+    def after_epoch(epoch, state):
+        if cfg.export.every > 0 and (epoch + 1) % cfg.export.every == 0:
+            from .predict2d import export_predictions_2d
+
+            # each rank its own shards; the round is complete for the 3D job's reader once all have written
+            export_predictions_2d(data, teacher.model, cfg, epoch + 1, device, positions=positions,
+                                  info={"run": str(run.resolve()), "round": epoch + 1}, show_progress=False)
+            barrier(dist)
+            state.setdefault("export_rounds", []).append(epoch + 1)
 
     state = {"epoch": 0, "step": 0}
     res = fit(run, cfg, {"model": model, "teacher": teacher.model, "optimizer": opt, "scheduler": sched}, state,
-              batches, step, steps_per_epoch, cfg.epochs, dist, "train-2d", None, resume, show_progress,
+              batches, step, steps_per_epoch, cfg.epochs, dist, "train-2d", after_epoch, resume, show_progress,
               stop_after_epoch, {"data": str(data), "kind": "train-2d"})
     summary = {"epochs": cfg.epochs, "steps": res["state"]["step"], "seconds": res["seconds"], "device": str(device),
-               "last": res["last"]}
+               "preempted": res["preempted"], "last": res["last"]}
+    for key in ("cscs_rounds", "export_rounds"):
+        if key in res["state"]:
+            summary[key] = res["state"][key]
     log.info("train-2d: %d steps on %s in %.1f s, final loss %.4f", summary["steps"], device, summary["seconds"],
              res["last"].get("loss", float("nan")))
     return summary

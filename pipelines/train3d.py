@@ -4,8 +4,9 @@ MWSIS §3.3, §3.5, §4.2: AdamW with a one-cycle schedule (max lr 1e-3), gradie
 teacher that is evaluated and that feeds PVC. The PVC loop is the pipeline's own code path: at the
 scheduled epochs the teacher's predictions go to ``predictions/3d/round=<epoch>/``, the ``pvc`` stage
 votes over the newest rounds into ``labels/pvc/``, and training continues on those labels.
-Checkpoints are written every epoch; ``resume`` continues from the newest one and gives the same
-weights as an uninterrupted run (data order and augmentation are seeded by (seed, epoch, step)).
+Checkpoints are written every epoch, and mid-epoch when the run is preempted (``training.fit``);
+``resume`` continues from the newest one and gives the same weights as an uninterrupted run (data order
+and augmentation are seeded by (seed, epoch, step)). Under DDP each rank exports and votes its own shards.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from ..train3d.infer import InferConfig
 from ..train3d.losses import LossConfig, segmentor_loss
 from ..train3d.model import SegmentorConfig, VoteSegmentor, make_batch
 from .samples3d import iter_samples
+from .cscs_exchange import epoch_round, round_resolver
+from .distributed import barrier
 from .training import autocast, fit, load_run_teacher, setup_run
 
 log = logging.getLogger(__name__)
@@ -143,14 +146,18 @@ def _pvc_due(cfg: Train3DConfig, epoch: int) -> bool:
 
 
 def run_pvc_round(data: Path, teacher: torch.nn.Module, cfg: Train3DConfig, rnd: int, base: str,
-                  device: torch.device) -> None:
-    """Export teacher predictions as round ``rnd`` and run the ``pvc`` stage (the CLI's code path)."""
+                  device: torch.device, positions: list[int] | None = None) -> None:
+    """Export teacher predictions as round ``rnd`` and run the ``pvc`` stage (the CLI's code path) on the
+    shards at ``positions`` (all by default). Under DDP each rank does its own shards: a shard's vote reads
+    only that shard's rounds, and the rank trains only on its shards' labels (no rank waits on another)."""
     from .predict3d import export_predictions
     from .runner import run_stages
 
-    export_predictions(data, teacher, cfg.infer, rnd, device, info={"round": rnd, "base": base}, show_progress=False)
+    export_predictions(data, teacher, cfg.infer, rnd, device, info={"round": rnd, "base": base}, show_progress=False,
+                       positions=positions)
     res = run_stages(data, ["pvc"], {"pvc": {"base": base, "history": cfg.pvc.history, "tau_low": cfg.pvc.tau_low,
-                                             "tau_high": cfg.pvc.tau_high}}, show_progress=False)
+                                             "tau_high": cfg.pvc.tau_high}}, shard_positions=positions,
+                     show_progress=False)
     failed = [r for r in res if r.status == "failed"]
     if failed:
         raise RuntimeError(f"PVC round {rnd} failed: {failed[0].shard}: {failed[0].error}")
@@ -177,17 +184,25 @@ def train_3d(data: Path | str, out: Path | str, cfg: Train3DConfig, resume: bool
     ddp_model = model
     if dist.world_size > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    cscs_round = _cscs_round(data, cfg)
+    # CSCS 2D -> 3D: "latest" is re-resolved at each epoch start (a 2D job running beside this one exports new
+    # rounds, see train2d's export.every); the round each epoch used is kept in state["cscs_rounds"]
+    resolve = round_resolver(ds, "2d", cfg.cscs.round) if cfg.cscs.round is not None else None
 
     def batches(epoch, state):
-        return _batches(ds, state["labels"], positions, cfg, epoch, cscs_round)
+        rnd = epoch_round(state, epoch, resolve, dist) if resolve else None
+        return _batches(ds, state["labels"], positions, cfg, epoch, rnd)
 
     def step(samples, state):
-        return train_step(ddp_model, teacher, opt, sched, samples, cfg, state["step"], state["epoch"], device)
+        out = train_step(ddp_model, teacher, opt, sched, samples, cfg, state["step"], state["epoch"], device)
+        if resolve:
+            rnd = state["cscs_rounds"][state["epoch"]]
+            out["cscs_round"] = -1 if rnd is None else rnd
+        return out
 
     def after_epoch(epoch, state):
-        if _pvc_due(cfg, epoch) and dist.is_main:
-            run_pvc_round(data, teacher.model, cfg, epoch + 1, cfg.labels, device)
+        if _pvc_due(cfg, epoch):
+            run_pvc_round(data, teacher.model, cfg, epoch + 1, cfg.labels, device, positions)
+            barrier(dist)  # every rank has voted on its shards: all train on labels/pvc from here on
             state["labels"] = "pvc"
             state["pvc_rounds"].append(epoch + 1)
 
@@ -197,18 +212,13 @@ def train_3d(data: Path | str, out: Path | str, cfg: Train3DConfig, resume: bool
               stop_after_epoch, {"data": str(data), "kind": "train-3d"})
     state, last = res["state"], res["last"]
     summary = {"epochs": cfg.epochs, "steps": state["step"], "seconds": res["seconds"], "device": str(device),
-               "labels": state["labels"], "pvc_rounds": state["pvc_rounds"], "last": last}
+               "labels": state["labels"], "pvc_rounds": state["pvc_rounds"], "preempted": res["preempted"],
+               "last": last}
+    if "cscs_rounds" in state:
+        summary["cscs_rounds"] = state["cscs_rounds"]
     log.info("train-3d: %d steps on %s in %.1f s, final loss %.4f", state["step"], device, summary["seconds"],
              last.get("loss", float("nan")))
     return summary
-
-
-def _cscs_round(data: Path, cfg: Train3DConfig) -> int | None:
-    if cfg.cscs.round is None:
-        return None
-    from ..data.prediction_store import resolve_round
-
-    return resolve_round(data, "2d", cfg.cscs.round)
 
 
 def load_teacher(run: Path | str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Train3DConfig]:

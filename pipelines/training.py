@@ -2,7 +2,9 @@
 
 * configs: dataclasses with the paper's defaults, a YAML file, then ``--set a.b=value`` overrides;
 * a run directory with a snapshot of the resolved config, versions and git commit;
-* atomic checkpoints every epoch and ``--resume`` from the newest one;
+* atomic checkpoints every epoch and ``--resume`` from the newest one; on SIGUSR1/SIGTERM or ``RUN/PREEMPT``
+  a mid-epoch checkpoint at the next step boundary, then exit status 75 (the SLURM script requeues on USR1);
+* (``distributed.py``: DDP ranks and preemption; ``cscs_exchange.py``: the CSCS round of each epoch)
 * a long-format CSV metrics log (step, epoch, name, value);
 * seeding, bf16 autocast on CUDA, DDP when launched by torchrun.
 """
@@ -10,10 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import io
 import json
-import os
+import logging
 import platform
 import subprocess
 import sys
@@ -25,73 +26,14 @@ import torch
 
 from .. import __version__
 from ..data.store import StoreError, atomic_path, write_bytes_atomic
+from .distributed import DistInfo, Preemption, barrier, init_distributed, pick_device
+
+log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------- config
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def _coerce(value: Any, current: Any) -> Any:
-    """YAML gives lists where the dataclass holds (nested) tuples: convert, so configs stay hashable."""
-    if isinstance(value, list) and (current is None or isinstance(current, tuple)):
-        return _tuples(value)
-    return value
-
-
-def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
-    """Return a copy of dataclass ``cfg`` with dotted-key overrides (``{"optim.lr": 1e-3}``) applied."""
-    for key, value in overrides.items():
-        head, _, rest = key.partition(".")
-        names = {f.name for f in dataclasses.fields(cfg)}
-        if head not in names:
-            raise ValueError(f"config has no field {head!r} (fields: {sorted(names)})")
-        current = getattr(cfg, head)
-        if rest:
-            if not dataclasses.is_dataclass(current):
-                raise ValueError(f"config field {head!r} is not a section; cannot set {key!r}")
-            cfg = dataclasses.replace(cfg, **{head: apply_overrides(current, {rest: value})})
-        elif dataclasses.is_dataclass(current) and isinstance(value, dict):
-            cfg = dataclasses.replace(cfg, **{head: apply_overrides(current, value)})
-        else:
-            cfg = dataclasses.replace(cfg, **{head: _coerce(value, current)})
-    return cfg
-
-
-def flatten_dict(d: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1} (the override form of a nested config)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten_dict(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def load_config(cls, path: str | Path | None = None, sets: list[str] | tuple[str, ...] = ()) -> Any:
-    """Defaults of ``cls`` ← YAML file ``path`` ← ``sets`` ("a.b=value", values parsed as YAML)."""
-    import yaml
-
-    cfg = cls()
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ValueError(f"{path}: cannot read config ({e})") from e
-        cfg = apply_overrides(cfg, flatten_dict(data))
-    parsed = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        parsed[key.strip()] = yaml.safe_load(value)
-    return apply_overrides(cfg, parsed)
-
-
-def config_to_dict(cfg: Any) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+# One config system for stages and trainers lives in config.py; re-exported here because the trainers,
+# the benchmarks and the tests import these names from ``training``.
+from .config import apply_overrides, config_to_dict, flatten_dict, load_config  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------------- run dir
@@ -185,7 +127,9 @@ class MetricsLog:
         if not self.enabled or not self.path.exists():
             return
         rows = self.path.read_text().splitlines()
-        keep = [rows[0]] + [r for r in rows[1:] if int(r.split(",", 1)[0]) <= step]
+        # a run killed mid-write can leave a partial last row: keep only whole rows (step,epoch,name,value)
+        keep = [rows[0]] + [r for r in rows[1:] if len(r.split(",")) == 4 and r.split(",", 1)[0].isdigit()
+                            and int(r.split(",", 1)[0]) <= step]
         with atomic_path(self.path) as tmp:
             tmp.write_text("\n".join(keep) + "\n")
 
@@ -211,32 +155,6 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-@dataclasses.dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise a single process."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world <= 1:
-        return DistInfo()
-    import torch.distributed as dist
-
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", 0)))
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if torch.cuda.is_available():
-        torch.cuda.set_device(info.local_rank)
-    return info
-
-
 def setup_run(data: Path, device_name: str | None, cpu_threads: int, seed: int):
     """What both trainers do first: join DDP if launched so, pick the device, set CPU threads, seed, open the
     dataset and take this rank's shards (r, r + W, ...). Returns (dist, device, dataset, shard positions)."""
@@ -251,13 +169,14 @@ def setup_run(data: Path, device_name: str | None, cpu_threads: int, seed: int):
     return dist, device, ds, list(range(dist.rank, ds.num_shards, dist.world_size))
 
 
-def pick_device(dist_info: DistInfo, device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device(f"cuda:{dist_info.local_rank}" if torch.cuda.is_available() else "cpu")
-
-
 # ------------------------------------------------------------------------------------- the epoch loop
+
+
+def _checkpoint(run: Path, cfg: Any, parts: dict[str, Any], state: dict, name: str, dist: DistInfo) -> None:
+    if dist.is_main:
+        save_checkpoint(run, {**{n: p.state_dict() for n, p in parts.items()}, "state": dict(state),
+                              "config": config_to_dict(cfg), "torch_rng": torch.get_rng_state()}, name)
+    barrier(dist)  # no rank exits (or reads the checkpoint) before rank 0 has written it
 
 
 def fit(run: Path, cfg: Any, parts: dict[str, Any], state: dict, batches, step, steps_per_epoch: int,
@@ -270,12 +189,54 @@ def fit(run: Path, cfg: Any, parts: dict[str, Any], state: dict, batches, step, 
     their own keys). ``batches(epoch, state)`` yields batches; ``step(batch, state)`` trains on one and returns
     scalar metrics (logged to metrics.csv); ``after_epoch(epoch, state)`` runs before the checkpoint (e.g. PVC).
     ``resume`` continues from the newest checkpoint; ``stop_after_epoch`` ends early, as a preempted job would.
+
+    Preemption (``Preemption``): at the next step boundary the run writes a mid-epoch checkpoint whose
+    ``state["batch"]`` counts the epoch's batches done, and returns with ``preempted`` set. Resuming from it
+    replays the epoch's batch stream (seeded by (seed, epoch)) without training on the first ``batch``
+    batches, so a preempted and resumed run ends with the same weights as an uninterrupted one.
     """
+    with _run_lock(run, dist):
+        return _fit(run, cfg, parts, state, batches, step, steps_per_epoch, epochs, dist, desc, after_epoch, resume,
+                    show_progress, stop_after_epoch, extra_snapshot)
+
+
+@contextlib.contextmanager
+def _run_lock(run: Path, dist: DistInfo):
+    """One job per run directory: a second trainer on the same ``--out`` (two SLURM jobs by mistake) waits
+    instead of interleaving its checkpoints and metrics rows. Under the lock no other writer of the run exists,
+    so temp files in ``checkpoints/`` are a killed writer's leftovers (a checkpoint can be ~100 MB): remove them."""
+    from ..data.store import TEMP_SUFFIX, exclusive_lock
+
+    if not dist.is_main:
+        yield
+        return
+    pointer = run / CHECKPOINTS / LATEST
+    with exclusive_lock(pointer, f"training run {run}"):
+        for tmp in (run / CHECKPOINTS).glob(f".*{TEMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+        yield
+
+
+def _min_over_ranks(n: int, dist: DistInfo) -> int:
+    """Every rank must run the same number of steps (DDP's all-reduce would hang on the rank with more)."""
+    if dist.world_size <= 1:
+        return n
+    import torch.distributed as tdist
+
+    device = torch.device("cuda", torch.cuda.current_device()) if tdist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([n], device=device)
+    tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def _fit(run, cfg, parts, state, batches, step, steps_per_epoch, epochs, dist, desc, after_epoch, resume,
+         show_progress, stop_after_epoch, extra_snapshot) -> dict:
     import time
 
     from .progress import progress_bar
 
     metrics = MetricsLog(run, enabled=dist.is_main)
+    steps_per_epoch = _min_over_ranks(steps_per_epoch, dist)
     ckpt = latest_checkpoint(run) if resume else None
     if ckpt is not None:
         saved = load_checkpoint(ckpt)
@@ -285,32 +246,50 @@ def fit(run: Path, cfg: Any, parts: dict[str, Any], state: dict, batches, step, 
         state.update(saved["state"])
         if "torch_rng" in saved:  # models that draw from torch's global generator continue identically
             torch.set_rng_state(saved["torch_rng"])
-        metrics.truncate_after(state["step"])
+    # rows after the checkpoint (or all rows, starting over) were logged by a run that was killed or replaced
+    metrics.truncate_after(state["step"])
     if dist.is_main:
         snapshot_run(run, cfg, {"resumed_from": None if ckpt is None else ckpt.name, **(extra_snapshot or {})})
     t0 = time.time()
     last: dict = {}
-    for epoch in range(state["epoch"], epochs):
-        with progress_bar(total=steps_per_epoch, unit="step", desc=f"{desc} epoch {epoch + 1}/{epochs}",
-                          enabled=show_progress and dist.is_main) as bar:
-            for i, batch in enumerate(batches(epoch, state)):
-                if i >= steps_per_epoch:
-                    break
-                last = step(batch, state)
-                state["step"] += 1
-                metrics.log(state["step"], epoch, last)
-                bar.set_postfix(loss=f"{last.get('loss', float('nan')):.3f}")
-                bar.update(1)
-        state["epoch"] = epoch + 1
-        if after_epoch is not None:
-            after_epoch(epoch, state)
-        if dist.is_main:
-            save_checkpoint(run, {**{n: p.state_dict() for n, p in parts.items()}, "state": dict(state),
-                                  "config": config_to_dict(cfg), "torch_rng": torch.get_rng_state()},
-                            f"epoch-{epoch + 1:04d}")
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            break
-    return {"state": state, "last": last, "seconds": time.time() - t0}
+    with Preemption(run, dist) as preempt:
+        for epoch in range(state["epoch"], epochs):
+            done = state.get("batch", 0)  # > 0 only when resuming from a mid-epoch checkpoint
+            stream = iter(batches(epoch, state))
+            if done:
+                rng = torch.get_rng_state()  # the checkpoint's; replaying batches must not move it
+                for _ in range(done):
+                    if next(stream, None) is None:
+                        raise StoreError(f"{ckpt}: epoch {epoch + 1} has fewer than {done} batches now "
+                                         "(dataset changed since the checkpoint?)")
+                torch.set_rng_state(rng)
+            with progress_bar(total=steps_per_epoch, initial=done, unit="step", desc=f"{desc} epoch {epoch + 1}/{epochs}",
+                              enabled=show_progress and dist.is_main) as bar:
+                for i in range(done, steps_per_epoch):
+                    batch = next(stream, None)
+                    if batch is None:
+                        break
+                    last = step(batch, state)
+                    state["step"] += 1
+                    state["batch"] = i + 1
+                    metrics.log(state["step"], epoch, last)
+                    bar.set_postfix(loss=f"{last.get('loss', float('nan')):.3f}")
+                    bar.update(1)
+                    if i + 1 < steps_per_epoch and preempt.requested():
+                        _checkpoint(run, cfg, parts, state, f"step-{state['step']:08d}", dist)
+                        preempt.acknowledge()
+                        return {"state": state, "last": last, "seconds": time.time() - t0, "preempted": True}
+            state.pop("batch", None)
+            state["epoch"] = epoch + 1
+            if after_epoch is not None:
+                after_epoch(epoch, state)
+            _checkpoint(run, cfg, parts, state, f"epoch-{epoch + 1:04d}", dist)
+            if epoch + 1 < epochs and preempt.requested():  # asked during the last step or after_epoch
+                preempt.acknowledge()
+                return {"state": state, "last": last, "seconds": time.time() - t0, "preempted": True}
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                break
+    return {"state": state, "last": last, "seconds": time.time() - t0, "preempted": False}
 
 
 def load_run_teacher(run: Path, config_cls, build_model, device: torch.device | str = "cpu", kind: str = "train"):

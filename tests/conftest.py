@@ -61,3 +61,32 @@ def tiny_dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny") / "ds"
     synth_dataset(out, "tiny", frames=4, seed=0, frames_per_sequence=2, workers=1, show_progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def spg_reference(tmp_path_factory):
+    """Uninterrupted runs on 4 one-frame shards: ``frames/`` only, and ``labels/`` = frames + spg labels
+    (made in-process: same code, same bytes as the CLI). Crash, lock and disk tests compare against it."""
+    import shutil
+
+    from mwsis.pipelines.runner import run_stages
+    from mwsis.pipelines.synth import synth_dataset
+
+    base = tmp_path_factory.mktemp("ref")
+    synth_dataset(base / "frames", "tiny", frames=4, seed=0, frames_per_sequence=1, show_progress=False)
+    shutil.copytree(base / "frames", base / "labels")
+    assert all(r.status == "done" for r in run_stages(base / "labels", ["spg"], show_progress=False))
+    return base
+
+
+@pytest.fixture
+def labelled(tiny_dataset, tmp_path):
+    """A copy of ``tiny_dataset`` with spg labels, for the trainers."""
+    import shutil
+
+    from mwsis.pipelines.runner import run_stages
+
+    out = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, out)
+    run_stages(out, ["spg"], show_progress=False)
+    return out

@@ -45,6 +45,9 @@ def test_coco_mask_ap_known_case():
             for k, v in mask_utils.encode(np.asfortranarray(other)).items()}
     wrong = coco_mask_ap(images, gts, [{"image_id": 1, "category_id": 1, "segmentation": orle, "score": 0.9}])
     assert wrong["ap"] == 0.0
+    # the box AP diagnostic of evaluate_2d: the same call on boxes (GT boxes from the masks)
+    box = coco_mask_ap(images, gts, [{"image_id": 1, "category_id": 1, "bbox": [3, 2, 17, 10], "score": 0.9}], "bbox")
+    assert box["ap"] == pytest.approx(1.0)
 
 
 def test_train_resume_predict_eval_and_cscs_both_ways(ds, tmp_path):
@@ -95,3 +98,49 @@ def test_train_resume_predict_eval_and_cscs_both_ways(ds, tmp_path):
                              "--set", "epochs=1", "--set", "max_steps_per_epoch=2", "--cscs-3d", "latest"])
     assert r.exit_code == 0, r.output
     assert any(row["name"] == "loss_cscs_3d_to_2d" for row in read_metrics(tmp_path / "r4"))
+
+
+def test_optimizer_groups_follow_the_authors():
+    """SGD by default with weight decay 0 on every norm layer only (method.md §10 "Optimisers"); AdamW with the
+    controller at its lr factor for the CPU experiment (configs/experiment2d-cpu.yaml)."""
+    from torch import nn
+
+    from mwsis.pipelines.train2d import make_optimizer
+    from mwsis.train2d.config import Model2DConfig
+    from mwsis.train2d.model import BoxInstModel
+
+    model = BoxInstModel(Model2DConfig.tiny())
+    opt = make_optimizer(model, Train2DConfig())
+    assert type(opt) is torch.optim.SGD and opt.defaults["momentum"] == 0.9
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert len(decay) == sum(1 for p in model.parameters() if p.requires_grad)
+    norms = [p for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for p in m.parameters()]
+    assert norms and all(decay[id(p)] == 0.0 for p in norms)
+    for p in (model.head.cls_logits.weight, model.head.cls_logits.bias, model.head.controller.weight):
+        assert decay[id(p)] == 1e-4  # the authors decay biases and conv weights
+    assert {g["lr"] for g in opt.param_groups} == {0.01}
+
+    cfg = Train2DConfig(optimizer="adamw", lr=1e-3, controller_lr_mult=0.05, bias_decay=False)
+    opt = make_optimizer(model, cfg)
+    assert type(opt) is torch.optim.AdamW
+    lr = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert lr[id(model.head.controller.weight)] == pytest.approx(5e-5) and lr[id(model.head.cls_logits.weight)] == 1e-3
+    assert decay[id(model.head.cls_logits.bias)] == 0.0 and decay[id(model.head.cls_logits.weight)] == 1e-4
+    with pytest.raises(ValueError, match="optimizer"):
+        make_optimizer(model, Train2DConfig(optimizer="lamb"))
+
+
+def test_boxinst_row_skips_the_teacher_forward(ds, tmp_path, monkeypatch):
+    """Without IPG the EMA teacher's pseudo masks feed no loss: the trainer does not compute them."""
+    from mwsis.train2d.model import BoxInstModel
+
+    calls = []
+    orig = BoxInstModel.ipg_teacher_outputs
+    monkeypatch.setattr(BoxInstModel, "ipg_teacher_outputs", lambda self, *a: calls.append(1) or orig(self, *a))
+    sets = ["epochs=1", "max_steps_per_epoch=2"]
+    train_2d(ds, tmp_path / "a", load_config(Train2DConfig, TINY2D, [*sets, "model.ipg.enabled=false"]),
+             show_progress=False)
+    assert calls == []
+    train_2d(ds, tmp_path / "b", load_config(Train2DConfig, TINY2D, sets), show_progress=False)
+    assert len(calls) == 2

@@ -13,20 +13,11 @@ from mwsis.data.label_store import LabelShard
 from mwsis.data.prediction_store import list_rounds
 from mwsis.data.store import ShardError, open_dataset
 from mwsis.pipelines.cli import main
-from mwsis.pipelines.runner import run_stages
 from mwsis.pipelines.samples3d import frame_sample
 from mwsis.pipelines.train3d import Train3DConfig, load_teacher, train_3d
 from mwsis.pipelines.training import latest_checkpoint, load_checkpoint, load_config, read_metrics
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "train3d-tiny.yaml"
-
-
-@pytest.fixture
-def labelled(tiny_dataset, tmp_path):
-    out = tmp_path / "ds"
-    shutil.copytree(tiny_dataset, out)
-    run_stages(out, ["spg"], show_progress=False)
-    return out
 
 
 def _cfg(**sets):

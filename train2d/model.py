@@ -44,15 +44,20 @@ class BoxInstModel(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1), persistent=False)
 
-    def param_groups(self, lr: float, weight_decay: float = 1e-4, controller_lr_mult: float = 1.0) -> list[dict]:
-        """Optimiser groups as the authors: no weight decay on norm layers and biases; the CondInst controller
-        optionally at ``lr * controller_lr_mult`` (useful with Adam, whose per-weight steps the controller sums
-        over 9 x C inputs into every generated parameter; the paper uses SGD lr 0.01 with a 1000-it warm-up)."""
+    def param_groups(self, lr: float, weight_decay: float = 1e-4, controller_lr_mult: float = 1.0,
+                     norm_decay: bool = False, bias_decay: bool = False) -> list[dict]:
+        """Optimiser groups: no weight decay on norm layers (the authors' ``norm_decay_mult=0``) unless
+        ``norm_decay``, nor on other 1-D parameters (conv biases, FCOS scales) unless ``bias_decay`` (the
+        authors decay those; the trainer passes its config); the CondInst controller optionally at
+        ``lr * controller_lr_mult`` (useful with Adam, whose per-weight steps the controller sums over 9 x C
+        inputs into every generated parameter; the paper uses SGD lr 0.01 with a 1000-it warm-up)."""
+        norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+        norm_params = {id(p) for m in self.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)}
         groups: dict[tuple[bool, bool], list] = {}
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
-            no_decay = p.ndim <= 1  # norm weights/biases, conv biases, FCOS scales
+            no_decay = (not norm_decay) if id(p) in norm_params else (p.ndim <= 1 and not bias_decay)
             groups.setdefault(("controller" in name, no_decay), []).append(p)
         return [{"params": ps, "lr": lr * (controller_lr_mult if ctrl else 1.0),
                  "weight_decay": 0.0 if nd else weight_decay} for (ctrl, nd), ps in groups.items()]

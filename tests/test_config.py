@@ -1,0 +1,140 @@
+"""One config system (pipelines/config.py): presets, precedence, unknown keys, what outputs record."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mwsis.data.label_store import LabelShard
+from mwsis.data.prediction_store import PredictionShard
+from mwsis.data.store import open_dataset
+from mwsis.pipelines.cli import main
+from mwsis.pipelines.config import (PRESET_DIR, PRESETS, SECTIONS, ConfigError, config_to_dict, load_config,
+                                    load_section, resolve_config_path)
+from mwsis.pipelines.stages import StagesConfig, build_configs
+from mwsis.pipelines.train2d import Train2DConfig
+from mwsis.pipelines.train3d import Train3DConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_load_and_validate_for_every_command(preset):
+    assert resolve_config_path(preset) == PRESET_DIR / f"{preset}.yaml"
+    for section in SECTIONS:
+        cfg = load_section(section, preset)
+        assert config_to_dict(cfg)  # JSON-able: what outputs record
+    # the stage runner rebuilds each stage's sections from the recorded dict
+    stages = load_section("stages", preset)
+    assert build_configs(("spg", "sam", "pvc"), config_to_dict(stages)) == {
+        "spg": stages.spg, "sam": stages.sam, "pvc": stages.pvc}
+
+
+def test_preset_values():
+    # Waymo = the paper = the dataclass defaults
+    assert load_section("stages", "waymo") == StagesConfig()
+    assert load_section("train3d", "waymo") == Train3DConfig()
+    assert load_section("train2d", "waymo") == Train2DConfig()
+    # synthetic-tiny reproduces the flat tiny trainer files the Makefile and benchmarks use
+    assert load_section("train3d", "synthetic-tiny") == load_config(Train3DConfig, CONFIGS / "train3d-tiny.yaml")
+    assert load_section("train2d", "synthetic-tiny") == load_config(Train2DConfig, CONFIGS / "train2d-tiny.yaml")
+    kitti = load_section("stages", "kitti")
+    assert kitti.spg.drop_nlz is False and kitti.spg.point_range[2] == pytest.approx(-3.73)
+    assert load_section("train3d", "kitti").model.voxel.point_range == kitti.spg.point_range
+
+
+def test_precedence_default_preset_file_set(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("preset: synthetic-tiny\ntrain3d: {epochs: 7, max_lr: 0.5}\nstages: {spg: {fg_thresh: 0.2}}\n")
+    cfg = load_section("train3d", f, ["epochs=9"])
+    assert cfg.epochs == 9  # --set beats the file
+    assert cfg.max_lr == 0.5  # the file beats the preset and the default
+    assert cfg.model.base_channels == 16 and cfg.ema.ramp == 50.0  # the preset beats the defaults
+    assert cfg.weight_decay == Train3DConfig().weight_decay  # untouched: the default
+    f.write_text("preset: kitti\nstages: {spg: {fg_thresh: 0.2, bg_thresh: 0.7}}\n")
+    st = load_section("stages", str(f), ["spg.bg_thresh=0.6"])
+    assert (st.spg.fg_thresh, st.spg.bg_thresh, st.spg.drop_nlz) == (0.2, 0.6, False)
+    # a flat trainer file (the pre-preset format) still works, with --set on top
+    assert load_config(Train3DConfig, CONFIGS / "train3d-tiny.yaml", ["model.base_channels=8"]).model.base_channels == 8
+
+
+@pytest.mark.parametrize("text,key", [
+    ("train3d: {epochz: 3}\n", "epochz"),
+    ("train3d: {model: {base_chanels: 3}}\n", "model.base_chanels"),
+    ("train3: {epochs: 3}\n", "train3"),
+    ("preset: waymo\ntrain3d: {pvc: {histroy: 2}}\n", "pvc.histroy"),
+])
+def test_unknown_keys_name_the_key_and_the_file(tmp_path, text, key):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_section("train3d", f)
+    assert key in str(e.value) and str(f) in str(e.value)
+
+
+def test_cli_errors_name_key_file_and_preset(tmp_path, tiny_dataset):
+    runner = CliRunner()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages: {spg: {fg_tresh: 0.1}}\n")
+    r = runner.invoke(main, ["stage", "frustum", "--data", str(tiny_dataset), "--config", str(bad)])
+    assert r.exit_code == 2 and "spg.fg_tresh" in r.output and "bad.yaml" in r.output
+    r = runner.invoke(main, ["pseudolabels", "--data", str(tiny_dataset), "--set", "spg.nope=1"])
+    assert r.exit_code == 2 and "spg.nope" in r.output and "--set" in r.output
+    r = runner.invoke(main, ["train-3d", "--data", str(tiny_dataset), "--out", str(tmp_path / "r"), "--config", "wamyo"])
+    assert r.exit_code == 2 and "wamyo" in r.output and "synthetic-tiny" in r.output
+    # a flat 3D file given to the 2D trainer: its first 3D-only key is named
+    r = runner.invoke(main, ["train-2d", "--data", str(tiny_dataset), "--out", str(tmp_path / "r"),
+                             "--config", str(CONFIGS / "train3d-tiny.yaml")])
+    assert r.exit_code == 2 and "frames_per_step" in r.output and "train3d-tiny.yaml" in r.output
+
+
+def test_stage_run_records_the_resolved_config(tiny_dataset, tmp_path):
+    ds = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, ds)
+    sets = ["spg.fg_thresh=0.07", "spg.radii=[0.5, 0.2, 0.4]"]
+    r = CliRunner().invoke(main, ["pseudolabels", "--data", str(ds), "--stages", "spg", "--no-eval",
+                                  "--config", "kitti", *sum((["--set", s] for s in sets), [])])
+    assert r.exit_code == 0, r.output
+    want = config_to_dict(load_section("stages", "kitti", sets))
+    d = open_dataset(ds)
+    for stage in ("dcs", "spg"):
+        meta = LabelShard(d, stage, d.manifest.shards[0].name).metadata
+        assert meta["config"] == {"spg": want["spg"]}
+    assert want["spg"]["fg_thresh"] == 0.07 and want["spg"]["drop_nlz"] is False
+    # `mwsis stage` with the same config finds the shards up to date: same recorded config
+    r = CliRunner().invoke(main, ["stage", "spg", "--data", str(ds), "--config", "kitti",
+                                  *sum((["--set", s] for s in sets), [])])
+    assert r.exit_code == 0 and "0 shards written" in r.output, r.output
+
+
+def test_trainer_run_records_the_resolved_config(tiny_dataset, tmp_path):
+    from mwsis.pipelines.runner import run_stages
+
+    ds = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, ds)
+    run_stages(ds, ["spg"], show_progress=False)
+    sets = ["epochs=1", "max_steps_per_epoch=1", "pvc.enabled=false"]
+    run = tmp_path / "run3d"
+    r = CliRunner().invoke(main, ["train-3d", "--data", str(ds), "--out", str(run), "--config", "synthetic-tiny",
+                                  *sum((["--set", s] for s in sets), [])])
+    assert r.exit_code == 0, r.output
+    want = config_to_dict(load_section("train3d", "synthetic-tiny", sets))
+    assert yaml.safe_load((run / "config.yaml").read_text()) == want
+    # a prediction round records what made it: run, checkpoint, resolved config
+    r = CliRunner().invoke(main, ["predict-3d", "--run", str(run), "--data", str(ds), "--round", "2"])
+    assert r.exit_code == 0, r.output
+    info = PredictionShard(open_dataset(ds), "3d", 2, open_dataset(ds).manifest.shards[0].name).info
+    assert info["config"] == want and info["checkpoint"] == "epoch-0001.pt" and info["round"] == 2
+
+
+def test_2d_trainer_run_records_the_resolved_config(tiny_dataset, tmp_path):
+    sets = ["epochs=1", "max_steps_per_epoch=1"]
+    run = tmp_path / "run2d"
+    r = CliRunner().invoke(main, ["train-2d", "--data", str(tiny_dataset), "--out", str(run), "--config",
+                                  "synthetic-tiny", *sum((["--set", s] for s in sets), [])])
+    assert r.exit_code == 0, r.output
+    assert yaml.safe_load((run / "config.yaml").read_text()) == config_to_dict(
+        load_section("train2d", "synthetic-tiny", sets))
