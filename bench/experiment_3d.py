@@ -59,9 +59,9 @@ def main() -> None:
         cfg = load_config(Train3DConfig, args.config, [f"epochs={args.epochs}", *sets])
         train_3d(train, run, cfg, resume=True)
         model, cfg = load_teacher(run, device)
-        rows[name] = evaluate_3d(model, val, cfg.infer, device)
+        rows[name] = evaluate_3d(model, val, cfg.infer, device, spg_cfg=cfg.spg)
         if not sets:
-            rows["+ PVC + RSC"] = evaluate_3d(model, val, cfg.infer, device, rsc=True)
+            rows["+ PVC + RSC"] = evaluate_3d(model, val, cfg.infer, device, rsc=True, spg_cfg=cfg.spg)
     report = {"train_frames": args.train_frames, "val_frames": args.val_frames, "epochs": args.epochs,
               "config": str(args.config), "seconds": time.time() - t0, "rows": rows}
     (out / "report.json").write_text(json.dumps(report, indent=1))

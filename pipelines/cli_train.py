@@ -89,7 +89,7 @@ def predict_3d_cmd(run, data, rnd):
     device = pick_device(init_distributed())
     model, cfg = load_teacher(run, device)
     _cpu_threads(device, cfg.cpu_threads)
-    export_predictions(data, model, cfg.infer, rnd, device, info=_prediction_info(run, rnd, cfg))
+    export_predictions(data, model, cfg.infer, rnd, device, info=_prediction_info(run, rnd, cfg), spg_cfg=cfg.spg)
 
 
 @click.command("eval-3d")
@@ -111,7 +111,7 @@ def eval_3d_cmd(run, data, rsc, min_points, json_path):
     model, cfg = load_teacher(run, device)
     _cpu_threads(device, cfg.cpu_threads)
     infer = dataclasses.replace(cfg.infer, min_points=max(min_points, 1))
-    res = evaluate_3d(model, data, infer, device, rsc=rsc)
+    res = evaluate_3d(model, data, infer, device, rsc=rsc, spg_cfg=cfg.spg)
     if not res["frames"]:
         raise click.ClickException(f"{data}: no frame has per-point ground truth")
     _json_out(res, json_path)

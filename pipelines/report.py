@@ -59,7 +59,7 @@ def evaluate_run(run: Path, kind: str, data: Path, show_progress: bool = False) 
         model, cfg = load_teacher(run, device)
         _cpu_threads(device, cfg.cpu_threads, torch)
         return evaluate_3d(model, data, dataclasses.replace(cfg.infer, min_points=max(cfg.infer.min_points, 1)),
-                           device, show_progress=show_progress)
+                           device, show_progress=show_progress, spg_cfg=cfg.spg)
     from .predict2d import evaluate_2d
     from .train2d import load_teacher_2d
 

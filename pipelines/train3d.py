@@ -73,6 +73,9 @@ class Train3DConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    # the points trained on and evaluated (point range, NLZ: SPG's eligibility rule) and RSC's ring segments;
+    # keep it equal to the stages' spg section (the kitti preset moves both)
+    spg: SPGConfig = field(default_factory=SPGConfig)
     pvc: PVCLoopConfig = field(default_factory=PVCLoopConfig)
     cscs: CSCS2DConfig = field(default_factory=CSCS2DConfig)
 
@@ -88,7 +91,7 @@ def _sample_dict(s) -> dict:
 def _batches(ds, labels, positions, cfg: Train3DConfig, epoch: int, cscs_round):
     rng = np.random.default_rng([cfg.seed, epoch, 0])
     buf = []
-    for s in iter_samples(ds, labels, positions, rng, SPGConfig(), cscs_round):
+    for s in iter_samples(ds, labels, positions, rng, cfg.spg, cscs_round):
         buf.append(s)
         if len(buf) == cfg.frames_per_step:
             yield buf
@@ -154,6 +157,7 @@ def run_pvc_round(data: Path, teacher: torch.nn.Module, cfg: Train3DConfig, rnd:
     from .runner import run_stages
 
     export_predictions(data, teacher, cfg.infer, rnd, device, info={"round": rnd, "base": base}, show_progress=False,
+                       spg_cfg=cfg.spg,
                        positions=positions)
     res = run_stages(data, ["pvc"], {"pvc": {"base": base, "history": cfg.pvc.history, "tau_low": cfg.pvc.tau_low,
                                              "tau_high": cfg.pvc.tau_high}}, shard_positions=positions,

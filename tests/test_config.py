@@ -138,3 +138,13 @@ def test_2d_trainer_run_records_the_resolved_config(tiny_dataset, tmp_path):
     assert r.exit_code == 0, r.output
     assert yaml.safe_load((run / "config.yaml").read_text()) == config_to_dict(
         load_section("train2d", "synthetic-tiny", sets))
+
+
+@pytest.mark.parametrize("preset", ["waymo", "kitti", "synthetic-tiny"])
+def test_3d_trainer_uses_the_points_the_stages_label(preset):
+    """The 3D model trains and is evaluated on SPG's eligible points: the preset must move both together."""
+    from mwsis.pipelines.config import load_section
+
+    stages, train = load_section("stages", preset), load_section("train3d", preset)
+    assert (train.spg.point_range, train.spg.drop_nlz) == (stages.spg.point_range, stages.spg.drop_nlz)
+    assert train.model.voxel.point_range == stages.spg.point_range
