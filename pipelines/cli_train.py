@@ -24,13 +24,6 @@ def _prediction_info(run: str, rnd: int, cfg) -> dict:
             "config": config_to_dict(cfg)}
 
 
-def _cpu_threads(device, n: int) -> None:
-    import torch  # here, not at the top: every `mwsis` command (e.g. a SLURM stage task) would pay ~4 s for it
-
-    if device.type == "cpu":
-        torch.set_num_threads(n)
-
-
 def _json_out(res: dict, json_path: str | None) -> None:
     from ..data.store import write_bytes_atomic
 
@@ -84,11 +77,11 @@ def predict_3d_cmd(run, data, rnd):
     """Write the EMA teacher's per-point class probabilities to DATASET/predictions/3d/round=R/ (for PVC, CSCS)."""
     from .predict3d import export_predictions
     from .train3d import load_teacher
-    from .distributed import init_distributed, pick_device
+    from .distributed import init_distributed, pick_device, use_cpu_threads
 
     device = pick_device(init_distributed())
     model, cfg = load_teacher(run, device)
-    _cpu_threads(device, cfg.cpu_threads)
+    use_cpu_threads(device, cfg.cpu_threads)
     export_predictions(data, model, cfg.infer, rnd, device, info=_prediction_info(run, rnd, cfg), spg_cfg=cfg.spg)
 
 
@@ -105,11 +98,11 @@ def eval_3d_cmd(run, data, rsc, min_points, json_path):
 
     from .predict3d import evaluate_3d
     from .train3d import load_teacher
-    from .distributed import init_distributed, pick_device
+    from .distributed import init_distributed, pick_device, use_cpu_threads
 
     device = pick_device(init_distributed())
     model, cfg = load_teacher(run, device)
-    _cpu_threads(device, cfg.cpu_threads)
+    use_cpu_threads(device, cfg.cpu_threads)
     infer = dataclasses.replace(cfg.infer, min_points=max(min_points, 1))
     res = evaluate_3d(model, data, infer, device, rsc=rsc, spg_cfg=cfg.spg)
     if not res["frames"]:
@@ -146,11 +139,11 @@ def train_2d_cmd(data, out, resume, pseudo_masks, cscs_3d, backbone_weights, con
 
 def _teacher_2d(run):
     from .train2d import load_teacher_2d
-    from .distributed import init_distributed, pick_device
+    from .distributed import init_distributed, pick_device, use_cpu_threads
 
     device = pick_device(init_distributed())
     model, cfg = load_teacher_2d(run, device)
-    _cpu_threads(device, cfg.cpu_threads)
+    use_cpu_threads(device, cfg.cpu_threads)
     return model, cfg, device
 
 

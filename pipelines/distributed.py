@@ -47,6 +47,13 @@ def pick_device(dist_info: DistInfo, device: str | None = None) -> torch.device:
     return torch.device(f"cuda:{dist_info.local_rank}" if torch.cuda.is_available() else "cpu")
 
 
+def use_cpu_threads(device: torch.device, n: int) -> None:
+    """A run's own CPU thread count (its ``cpu_threads``) for everything that runs its model: spconv's CPU path
+    is slower with more OpenMP threads, and one thread keeps CPU results bitwise reproducible."""
+    if device.type == "cpu":
+        torch.set_num_threads(n)
+
+
 # ------------------------------------------------------------------------- preemption and collectives
 
 # Exit status of a trainer that stopped because it was asked to (signal or flag file) after writing a

@@ -47,9 +47,7 @@ def evaluate_run(run: Path, kind: str, data: Path, show_progress: bool = False) 
     """What ``mwsis eval-3d --run R --data D`` / ``eval-2d`` print (same defaults: no RSC, min_points 1)."""
     import dataclasses
 
-    import torch
-
-    from .distributed import DistInfo, pick_device
+    from .distributed import DistInfo, pick_device, use_cpu_threads
 
     device = pick_device(DistInfo())
     if kind == "3d":
@@ -57,21 +55,15 @@ def evaluate_run(run: Path, kind: str, data: Path, show_progress: bool = False) 
         from .train3d import load_teacher
 
         model, cfg = load_teacher(run, device)
-        _cpu_threads(device, cfg.cpu_threads, torch)
+        use_cpu_threads(device, cfg.cpu_threads)
         return evaluate_3d(model, data, dataclasses.replace(cfg.infer, min_points=max(cfg.infer.min_points, 1)),
                            device, show_progress=show_progress, spg_cfg=cfg.spg)
     from .predict2d import evaluate_2d
     from .train2d import load_teacher_2d
 
     model, cfg = load_teacher_2d(run, device)
-    _cpu_threads(device, cfg.cpu_threads, torch)
+    use_cpu_threads(device, cfg.cpu_threads)
     return evaluate_2d(model, data, cfg, device, show_progress=show_progress)
-
-
-def _cpu_threads(device, n: int, torch) -> None:
-    # the run's own thread count, as the eval commands use (spconv's CPU path is slower with more threads)
-    if device.type == "cpu":
-        torch.set_num_threads(n)
 
 
 def run_evaluation(run: Path, kind: str, data: Path, evaluate: bool | None) -> tuple[dict | None, str]:
