@@ -4,8 +4,8 @@ BoxInst (boxes only) | + IPG (Eq. 1-2) | + IPG + CSCS 3D→2D (Eq. 5-7), each ev
 (method.md §11: original resolution, GT masks ≤ 200 px dropped, detections ranked by box score) on held-out
 frames of other scenes (seed 2; training uses seed 1). The CSCS row first trains the tiny 3D teacher on SPG
 labels and exports its predictions (``predict-3d``). Defaults: configs/experiment2d-cpu.yaml (why each value:
-see its comments), 40 training + 20 held-out waymo-preset frames at image_scale 0.5, one thread; about
-35 minutes on one core of an idle AMD EPYC. Writes ``OUT/report.json`` and ``OUT/report.md`` (with the
+see its comments), 40 training + 20 held-out waymo-preset frames at image_scale 0.5, one thread; 34 minutes
+on the 2-core development machine (AMD EPYC) with other jobs running. Writes ``OUT/report.json`` and ``OUT/report.md`` (with the
 machine and the wall time of every stage); re-running resumes finished stages.
 
     python bench/experiment_2d.py --out out/experiment-2d [--train-frames 40] [--val-frames 20] [--set k=v ...]
