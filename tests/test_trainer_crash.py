@@ -113,9 +113,16 @@ def data(tmp_path_factory):
     return d
 
 
+def copies(data: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """One dataset each for the reference and the killed run: the 3D trainer's PVC rounds write predictions
+    and labels into its dataset, and the two runs go on at the same time."""
+    return shutil.copytree(data, tmp_path / "ref-ds"), shutil.copytree(data, tmp_path / "ds")
+
+
 def test_train3d_killed_in_and_between_checkpoint_writes_resumes_to_the_same_run(data, tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "run"
-    reference = mwsis([*TRAIN3D, "--data", data, "--out", ref])  # alongside: every kill below is injected
+    ref_data, data = copies(data, tmp_path)
+    reference = mwsis([*TRAIN3D, "--data", ref_data, "--out", ref])  # alongside: every kill below is injected
     args = [*TRAIN3D, "--data", data, "--out", out]
     # after the first checkpoint, mid-write of epoch-0002.pt: latest.json still names the whole epoch-0001.pt
     assert run(args, "epoch-0002.pt", 1) == -9
@@ -131,7 +138,8 @@ def test_train3d_killed_in_and_between_checkpoint_writes_resumes_to_the_same_run
 
 def test_train2d_killed_after_first_checkpoint_resumes_to_the_same_run(data, tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "run"
-    reference = mwsis([*TRAIN2D, "--data", data, "--out", ref])
+    ref_data, data = copies(data, tmp_path)
+    reference = mwsis([*TRAIN2D, "--data", ref_data, "--out", ref])
     args = [*TRAIN2D, "--data", data, "--out", out]
     kill_after_first_checkpoint(args, out, "epoch-0002.pt")  # from outside, as a scheduler would
     assert_latest_is_whole(out, "epoch-0001.pt")
