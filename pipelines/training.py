@@ -175,7 +175,10 @@ def setup_run(data: Path, device_name: str | None, cpu_threads: int, seed: int):
 def _checkpoint(run: Path, cfg: Any, parts: dict[str, Any], state: dict, name: str, dist: DistInfo) -> None:
     if dist.is_main:
         save_checkpoint(run, {**{n: p.state_dict() for n, p in parts.items()}, "state": dict(state),
-                              "config": config_to_dict(cfg), "torch_rng": torch.get_rng_state()}, name)
+                              "config": config_to_dict(cfg), "torch_rng": torch.get_rng_state(),
+                              # dropout/sampling on the GPU draws from the CUDA generators, kept per device
+                              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                        name)
     barrier(dist)  # no rank exits (or reads the checkpoint) before rank 0 has written it
 
 
@@ -246,6 +249,8 @@ def _fit(run, cfg, parts, state, batches, step, steps_per_epoch, epochs, dist, d
         state.update(saved["state"])
         if "torch_rng" in saved:  # models that draw from torch's global generator continue identically
             torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
     # rows after the checkpoint (or all rows, starting over) were logged by a run that was killed or replaced
     metrics.truncate_after(state["step"])
     if dist.is_main:
