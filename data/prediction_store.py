@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 
 from .schema.predictions import (META_INFO, META_TAIL, PREDICTIONS_SCHEMA, predictions_metadata,
                                  predictions_to_table, table_row_to_predictions)
-from .store import PARQUET_OPTIONS, Dataset, ShardError, WriteError, atomic_path, exclusive_lock, remove_stale_temps
+from .locks import exclusive_lock, remove_stale_temps
+from .store import PARQUET_OPTIONS, Dataset, ShardError, WriteError, atomic_path
 
 PREDICTIONS_DIR = "predictions"
 _ROUND = re.compile(r"^round=(\d+)$")

@@ -10,20 +10,16 @@ Layout of a dataset::
 
 Every file is written to a hidden temporary name in the same directory, fsynced, then renamed, so a
 reader (or a crashed writer's rerun) never sees a partial file. Writers of the same output take an
-``exclusive_lock`` (``<dir>/.locks/<name>.lock``) so two processes never compute it at once.
+``exclusive_lock`` (``locks.py``: ``<dir>/.locks/<name>.lock``) so two processes never compute it at once.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import glob
 import hashlib
 import json
 import logging
 import os
-import socket
-import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -136,101 +132,9 @@ def atomic_path(dest: Path | str):
     _fsync_dir(dest.parent)
 
 
-def remove_stale_temps(dest: Path | str) -> list[Path]:
-    """Delete temp files of ``dest`` left by killed writers (call it only while holding ``dest``'s lock:
-    then no live writer of ``dest`` exists). Returns what was removed."""
-    dest = Path(dest)
-    removed = []
-    for p in dest.parent.glob(f".{glob.escape(dest.name)}.*{TEMP_SUFFIX}") if dest.parent.exists() else ():
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            removed.append(p)
-    return removed
-
-
-def tidy_temps(dest: Path | str) -> None:
-    """Best effort, for a caller that does not write ``dest``: remove its killed writers' temp files if its lock
-    is free now (busy: a live writer owns them; read-only copy or no locks: they are harmless, leave them)."""
-    dest = Path(dest)
-    if not dest.parent.exists() or not any(dest.parent.glob(f".{glob.escape(dest.name)}.*{TEMP_SUFFIX}")):
-        return
-    with contextlib.suppress(WriteError), exclusive_lock(dest, str(dest), wait=False) as held:
-        if held:
-            remove_stale_temps(dest)
-
-
 def write_bytes_atomic(dest: Path | str, data: bytes) -> None:
     with atomic_path(dest) as tmp:
         Path(tmp).write_bytes(data)
-
-
-# ------------------------------------------------------------------------------------------------ locks
-
-LOCKS_DIR = ".locks"
-# the filesystem has no locks (some Lustre mounts, old NFSv3 without lockd): go on unlocked, see exclusive_lock
-_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
-
-
-def lock_path(dest: Path | str) -> Path:
-    """``<dir>/.locks/<name>.lock``: the lock guarding writes of ``dest`` (kept: deleting a lock file while a
-    waiter holds it open would let a third process lock a new inode and write concurrently)."""
-    dest = Path(dest)
-    return dest.parent / LOCKS_DIR / f"{dest.name}.lock"
-
-
-@contextlib.contextmanager
-def exclusive_lock(dest: Path | str, what: str, wait: bool = True):
-    """Hold ``dest``'s lock while computing and writing it; wait while another process holds it (``wait=False``:
-    yield False instead). Yields whether the lock is held; the holder stamps "pid P on host H since T" in it.
-
-    ``flock``: the kernel releases it when the holder exits or is killed, so a crash leaves no stale lock. On NFS
-    Linux maps it to a whole-file byte-range lock (works across nodes on NFSv4; NFSv3 needs lockd; a dead node's
-    lock goes when its lease expires). A filesystem without locks gets a warning and runs unlocked: still safe
-    (outputs are renamed into place whole and deterministic), but two processes may compute the same output.
-    """
-    path = lock_path(dest)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except PermissionError:  # another user's lock file: flock needs no write access (only the stamp does)
-            fd = os.open(path, os.O_RDONLY)
-    except OSError as e:
-        raise WriteError(path, _why(e)) from e
-    try:
-        held = _acquire(fd, path, what, wait)
-        if held:
-            stamp = f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, stamp.encode(), 0)
-        try:
-            yield held
-        finally:
-            if held:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)  # releases the flock
-
-
-def _acquire(fd: int, path: Path, what: str, wait: bool) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        if not wait:
-            return False
-        holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "holder unknown"
-        log.warning("%s is being written by another process (%s); waiting for it to finish", what, holder)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        log.info("%s: the other process finished; going on", what)
-        return True
-    except OSError as e:
-        if e.errno in _NO_LOCKS:
-            log.warning("%s: %s does not support locks (%s); going on unlocked", what, path, _why(e))
-            return False
-        raise WriteError(path, _why(e)) from e
 
 
 def sha256_file(path: Path | str) -> str:

@@ -28,7 +28,8 @@ from .. import __version__
 from ..data.label_store import (LabelShard, label_shard_checksum, label_shard_metadata, label_shard_path,
                                 write_label_shard)
 from ..data.prediction_store import PredictionShard
-from ..data.store import StoreError, WriteError, exclusive_lock, open_dataset, remove_stale_temps, tidy_temps
+from ..data.locks import exclusive_lock, remove_stale_temps, tidy_temps
+from ..data.store import StoreError, WriteError, open_dataset
 from .progress import progress_bar
 from .stages import STAGES, build_configs, resolve_order
 

@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 
 from ..data.frame import CAMERA_NAMES, CLASS_NAMES, LIDAR_NAMES, Frame
 from ..data.schema import Manifest, ShardInfo
-from ..data.store import (FRAMES_DIR, MANIFEST, StoreError, WriteError, exclusive_lock, read_manifest,
-                          remove_stale_temps, write_frame_shard, write_manifest)
+from ..data.locks import exclusive_lock, remove_stale_temps
+from ..data.store import FRAMES_DIR, MANIFEST, StoreError, WriteError, read_manifest, write_frame_shard, write_manifest
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)

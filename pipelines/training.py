@@ -208,7 +208,8 @@ def _run_lock(run: Path, dist: DistInfo):
     """One job per run directory: a second trainer on the same ``--out`` (two SLURM jobs by mistake) waits
     instead of interleaving its checkpoints and metrics rows. Under the lock no other writer of the run exists,
     so temp files in ``checkpoints/`` are a killed writer's leftovers (a checkpoint can be ~100 MB): remove them."""
-    from ..data.store import TEMP_SUFFIX, exclusive_lock
+    from ..data.locks import exclusive_lock
+    from ..data.store import TEMP_SUFFIX
 
     if not dist.is_main:
         yield

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from mwsis.data import store
 from mwsis.data.label_store import label_shard_path
-from mwsis.data.store import exclusive_lock, lock_path, open_dataset
+from mwsis.data import locks
+from mwsis.data.locks import exclusive_lock, lock_path
+from mwsis.data.store import open_dataset
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 WAITING = "is being written by another process"
@@ -38,7 +40,7 @@ else:
 """
 HOLD = r"""
 import sys, time
-from mwsis.data.store import exclusive_lock
+from mwsis.data.locks import exclusive_lock
 with exclusive_lock(sys.argv[1], "test"):
     print("locked", flush=True)
     time.sleep(120)
@@ -158,7 +160,7 @@ def test_filesystem_without_locks_goes_on_unlocked(tmp_path, monkeypatch, caplog
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(store.fcntl, "flock", no_locks)
+    monkeypatch.setattr(locks.fcntl, "flock", no_locks)
     with caplog.at_level(logging.WARNING, logger="mwsis.data.store"):
         with exclusive_lock(tmp_path / "x.parquet", "shard x") as held:
             assert not held

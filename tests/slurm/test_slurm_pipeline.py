@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from mwsis.data.label_store import label_shard_path
-from mwsis.data.store import exclusive_lock, open_dataset
+from mwsis.data.locks import exclusive_lock
+from mwsis.data.store import open_dataset
 from mwsis.pipelines.cli import main
 
 
