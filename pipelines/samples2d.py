@@ -13,7 +13,8 @@ import numpy as np
 from ..data.frame import Frame
 from ..data.label_store import LabelShard
 from ..data.prediction_store import PredictionShard
-from ..data.store import Dataset, ShardError
+from ..data.store import Dataset
+from .sample_order import prediction_row, shuffled_shards
 
 
 @dataclass
@@ -57,23 +58,11 @@ def camera_samples(frame: Frame, sam=None, probs_3d: np.ndarray | None = None, w
 def iter_camera_samples(ds: Dataset, positions: list[int], rng: np.random.Generator | None = None,
                         sam: bool = False, cscs_round: int | None = None) -> Iterator[Sample2D]:
     """Samples shard by shard (shuffled shard and frame order with ``rng``; bounded memory)."""
-    order = list(positions)
-    if rng is not None:
-        rng.shuffle(order)
-    for pos in order:
-        info = ds.manifest.shards[pos]
-        shard = ds.shard(pos)
+    for info, shard, rows in shuffled_shards(ds, positions, rng):
         sam_shard = LabelShard(ds, "sam", info.name) if sam else None
         pred = PredictionShard(ds, "3d", cscs_round, info.name) if cscs_round is not None else None
-        rows = np.arange(len(shard))
-        if rng is not None:
-            rng.shuffle(rows)
         for i in rows:
             frame = shard.frame(int(i), images=True)
             lab = sam_shard.labels(int(i)) if sam_shard else None
-            probs = None
-            if pred is not None:
-                fid, probs = pred.predictions(int(i))
-                if fid != frame.frame_id:
-                    raise ShardError(pred.path, f"row {i} is frame {fid}, expected {frame.frame_id} (mismatched ids)")
+            probs = prediction_row(pred, int(i), frame.frame_id) if pred is not None else None
             yield from camera_samples(frame, lab, probs)

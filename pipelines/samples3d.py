@@ -16,6 +16,7 @@ from ..data.label_store import LabelShard
 from ..data.prediction_store import PredictionShard
 from ..data.store import Dataset, ShardError
 from ..pseudolabel.spg import SPGConfig, frame_eligible
+from .sample_order import prediction_row, shuffled_shards
 
 
 @dataclass
@@ -65,24 +66,12 @@ def iter_samples(ds: Dataset, labels: str | None, positions: list[int], rng: np.
                  cfg: SPGConfig = SPGConfig(), cscs_round: int | None = None) -> Iterator[Sample3D]:
     """Samples of the given shards; with ``rng`` the shard order and the frame order within each shard are
     shuffled (whole-dataset shuffles would need every shard open at once)."""
-    order = list(positions)
-    if rng is not None:
-        rng.shuffle(order)
-    for pos in order:
-        info = ds.manifest.shards[pos]
-        shard = ds.shard(pos)
+    for info, shard, rows in shuffled_shards(ds, positions, rng):
         lab = LabelShard(ds, labels, info.name) if labels else None
         pred = PredictionShard(ds, "2d", cscs_round, info.name) if cscs_round is not None else None
         if lab is not None and len(lab) != len(shard):
             raise ShardError(lab.path, f"{len(lab)} frames, frame shard {info.path} has {len(shard)} (mismatched shard)")
-        rows = np.arange(len(shard))
-        if rng is not None:
-            rng.shuffle(rows)
         for i in rows:
             frame = shard.frame(int(i), images=False)
-            targets = None
-            if pred is not None:
-                fid, targets = pred.predictions(int(i))
-                if fid != frame.frame_id:
-                    raise ShardError(pred.path, f"row {i} is frame {fid}, expected {frame.frame_id}")
+            targets = prediction_row(pred, int(i), frame.frame_id) if pred is not None else None
             yield frame_sample(frame, lab.labels(int(i)) if lab else None, cfg, targets)
