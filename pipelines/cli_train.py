@@ -24,6 +24,16 @@ def _prediction_info(run: str, rnd: int, cfg) -> dict:
             "config": config_to_dict(cfg)}
 
 
+def _load_config(cls, config_path, sets: list[str]):
+    """The trainer's resolved config; a bad preset, file or key is a usage error naming it."""
+    from .training import load_config
+
+    try:
+        return load_config(cls, config_path, sets)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+
+
 def _json_out(res: dict, json_path: str | None) -> None:
     from ..data.store import write_bytes_atomic
 
@@ -56,15 +66,11 @@ def _summary_out(summary: dict, out: str) -> None:
 def train_3d_cmd(data, labels, out, resume, cscs_2d, config_path, sets):
     """Train the 3D SparseUNet + vote head on pseudo labels (EMA teacher, PVC loop, checkpoints, metrics.csv)."""
     from .train3d import Train3DConfig, train_3d
-    from .training import load_config
 
     extra = [f"labels={labels}"] if labels else []
     if cscs_2d:
         extra.append(f"cscs.round={cscs_2d}")
-    try:
-        cfg = load_config(Train3DConfig, config_path, [*sets, *extra])
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from e
+    cfg = _load_config(Train3DConfig, config_path, [*sets, *extra])
     summary = train_3d(data, out, cfg, resume=resume)
     _summary_out(summary, out)
 
@@ -125,14 +131,10 @@ def eval_3d_cmd(run, data, rsc, min_points, json_path):
 def train_2d_cmd(data, out, resume, pseudo_masks, cscs_3d, backbone_weights, config_path, sets):
     """Train the 2D BoxInst (CondInst) + IPG segmenter from 2D boxes (EMA teacher, checkpoints, metrics.csv)."""
     from .train2d import Train2DConfig, train_2d
-    from .training import load_config
 
     extra = [f"{k}={v}" for k, v in (("pseudo_masks", pseudo_masks), ("cscs_3d", cscs_3d),
                                       ("backbone_weights", backbone_weights)) if v]
-    try:
-        cfg = load_config(Train2DConfig, config_path, [*sets, *extra])
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from e
+    cfg = _load_config(Train2DConfig, config_path, [*sets, *extra])
     summary = train_2d(data, out, cfg, resume=resume)
     _summary_out(summary, out)
 
