@@ -71,11 +71,14 @@ report: $(STAMP)  ## one HTML page in REPORT: label quality of DATA (default: th
 	$(BIN)/mwsis report --data $(LABEL_DATA) --out $(REPORT) \
 		$$(for r in $(RUN3D) $(RUN2D); do test -f $$r/config.yaml && echo --runs $$r; done)
 
-experiment-2d: $(STAMP)  ## not in CI: Table-5-style rows (BoxInst, +IPG, +CSCS) on held-out synthetic frames
-	NUMBA_NUM_THREADS=1 $(BIN)/python bench/experiment_2d.py --out out/experiment-2d
+# the CPU regime every experiment measures in (configs/cpu-bench.yaml: data, seeds, both trainers)
+EXPERIMENT_CONFIG ?= configs/cpu-bench.yaml
 
-experiment-3d: $(STAMP)  ## not in CI: Table-4-style rows (SPG labels, model, +PVC, +RSC) on held-out synthetic frames
-	NUMBA_NUM_THREADS=1 $(BIN)/python bench/experiment_3d.py --out out/experiment-3d
+experiment-2d: $(STAMP)  ## not in CI: Table-5 rows (full supervision, BoxInst, +IPG, +CSCS), 2 seeds -> docs/experiments/experiment-2d.json
+	NUMBA_NUM_THREADS=1 $(BIN)/python bench/experiment_2d.py --out out/experiment-2d --config $(EXPERIMENT_CONFIG)
+
+experiment-3d: $(STAMP)  ## not in CI: Table-4 rows (full supervision, CCL, SPG, +PVC, +RSC, labels), 2 seeds -> docs/experiments/experiment-3d.json
+	NUMBA_NUM_THREADS=1 $(BIN)/python bench/experiment_3d.py --out out/experiment-3d --config $(EXPERIMENT_CONFIG)
 
 bench: $(STAMP)  ## benchmarks on one core, JSON into bench/results/
 	mkdir -p bench/results

@@ -56,7 +56,7 @@ def _summary_out(summary: dict, out: str) -> None:
 
 @click.command("train-3d")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
-@click.option("--labels", default=None, help="Pseudo labels to train on: spg (default), ccl, sam, pvc, frustum.")
+@click.option("--labels", default=None, help="Pseudo labels to train on: spg (default), ccl, sam, pvc, frustum; or gt: the per-point ground truth (full supervision, the upper bound; no PVC).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue from the run's newest checkpoint.")
 @click.option("--cscs-2d", "cscs_2d", default=None, metavar="ROUND|latest",
@@ -122,17 +122,20 @@ def eval_3d_cmd(run, data, rsc, min_points, json_path):
 @click.option("--resume", is_flag=True, help="Continue from the run's newest checkpoint.")
 @click.option("--pseudo-masks", type=click.Choice(["sam"]), default=None,
               help="Use the sam stage's box-prompt masks as 2D pseudo masks.")
+@click.option("--masks", type=click.Choice(["boxes", "gt"]), default=None,
+              help="Mask supervision: boxes (BoxInst, the default) or gt: the true instance masks (full "
+                   "supervision, the upper bound; frames without masks fail with their id).")
 @click.option("--cscs-3d", "cscs_3d", default=None, metavar="ROUND|latest",
               help="CSCS 3D->2D: supervise with the 3D teacher's predictions of this round.")
 @click.option("--backbone-weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="torchvision-format ImageNet ResNet weights (.pth); random init otherwise.")
 @_config_opt
 @_set_opt
-def train_2d_cmd(data, out, resume, pseudo_masks, cscs_3d, backbone_weights, config_path, sets):
+def train_2d_cmd(data, out, resume, pseudo_masks, masks, cscs_3d, backbone_weights, config_path, sets):
     """Train the 2D BoxInst (CondInst) + IPG segmenter from 2D boxes (EMA teacher, checkpoints, metrics.csv)."""
     from .train2d import Train2DConfig, train_2d
 
-    extra = [f"{k}={v}" for k, v in (("pseudo_masks", pseudo_masks), ("cscs_3d", cscs_3d),
+    extra = [f"{k}={v}" for k, v in (("pseudo_masks", pseudo_masks), ("masks", masks), ("cscs_3d", cscs_3d),
                                       ("backbone_weights", backbone_weights)) if v]
     cfg = _load_config(Train2DConfig, config_path, [*sets, *extra])
     summary = train_2d(data, out, cfg, resume=resume)

@@ -11,6 +11,7 @@ with the package) or a path. A config file has one section per command family::
     stages: {spg: {...}, sam: {...}, pvc: {...}}     # mwsis stage / pseudolabels  (StagesConfig)
     train3d: {...}                                    # mwsis train-3d               (Train3DConfig)
     train2d: {...}                                    # mwsis train-2d               (Train2DConfig)
+    experiment: {...}                                 # make experiment-3d/-2d      (ExperimentConfig)
 
 A file without any of these keys is the command's section itself ("flat", e.g. ``configs/train3d-tiny.yaml``),
 so trainer YAMLs written before presets existed keep working. Every key is checked against the dataclass:
@@ -27,13 +28,14 @@ from typing import Any
 
 #: Presets shipped with the package (``configs/<name>.yaml`` next to this package's modules).
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
-PRESETS = ("waymo", "kitti", "synthetic-tiny")
+PRESETS = ("waymo", "kitti", "synthetic-tiny", "cpu-bench")
 
 #: section -> (module, dataclass) of the commands that read it; imported lazily (trainers import torch)
 SECTIONS = {
     "stages": ("mwsis.pipelines.stages", "StagesConfig"),
     "train3d": ("mwsis.pipelines.train3d", "Train3DConfig"),
     "train2d": ("mwsis.pipelines.train2d", "Train2DConfig"),
+    "experiment": ("mwsis.pipelines.experiment", "ExperimentConfig"),  # make experiment-3d / experiment-2d
 }
 META_KEYS = ("preset",)
 

@@ -28,10 +28,29 @@ class Sample2D:
     sam_masks: list | None = None  # K RLEs (or None per box) from the sam stage
     points_uv: np.ndarray | None = None  # (P, 2) projections into this camera
     points_prob: np.ndarray | None = None  # (P, C) 3D teacher probabilities of those points
+    gt_masks: list | None = None  # K RLEs: the true instance mask of each box (full supervision)
 
 
-def camera_samples(frame: Frame, sam=None, probs_3d: np.ndarray | None = None, with_empty: bool = False) -> list[Sample2D]:
-    """The frame's camera images that have boxes (all of them with ``with_empty``)."""
+def box_gt_masks(frame: Frame, camera_id: int, box_index: np.ndarray) -> list[dict]:
+    """The ground-truth mask RLE of each box (matched by camera and object id); a clear error when one is missing."""
+    m = frame.gt.masks
+    if m is None:
+        raise ValueError(f"frame {frame.frame_id}: --masks gt needs ground-truth instance masks, but the frame has none")
+    by_object = {int(o): r for c, o, r in zip(m.camera_id, m.object_id, m.rles) if int(c) == camera_id}
+    out = []
+    for k in box_index:
+        oid = int(frame.boxes2d.object_id[k])
+        if oid not in by_object:
+            raise ValueError(f"frame {frame.frame_id}, camera {camera_id}: box {int(k)} (object_id {oid}) has no "
+                             f"ground-truth mask (field masks2d)")
+        out.append(by_object[oid])
+    return out
+
+
+def camera_samples(frame: Frame, sam=None, probs_3d: np.ndarray | None = None, with_empty: bool = False,
+                   gt_masks: bool = False) -> list[Sample2D]:
+    """The frame's camera images that have boxes (all of them with ``with_empty``); ``gt_masks`` attaches
+    each box's true mask."""
     out = []
     b = frame.boxes2d
     for cam in frame.cameras:
@@ -43,6 +62,8 @@ def camera_samples(frame: Frame, sam=None, probs_3d: np.ndarray | None = None, w
         if sam is not None and sam.masks2d is not None:
             by_box = {int(k): r for k, r in zip(sam.masks2d.box_index, sam.masks2d.rles)}
             s.sam_masks = [by_box.get(int(k)) for k in idx]
+        if gt_masks:
+            s.gt_masks = box_gt_masks(frame, cam.camera_id, idx)
         if probs_3d is not None:
             uv, pr = [], []
             for slot in range(2):
@@ -56,7 +77,7 @@ def camera_samples(frame: Frame, sam=None, probs_3d: np.ndarray | None = None, w
 
 
 def iter_camera_samples(ds: Dataset, positions: list[int], rng: np.random.Generator | None = None,
-                        sam: bool = False, cscs_round: int | None = None) -> Iterator[Sample2D]:
+                        sam: bool = False, cscs_round: int | None = None, gt_masks: bool = False) -> Iterator[Sample2D]:
     """Samples shard by shard (shuffled shard and frame order with ``rng``; bounded memory)."""
     for info, shard, rows in shuffled_shards(ds, positions, rng):
         sam_shard = LabelShard(ds, "sam", info.name) if sam else None
@@ -65,4 +86,4 @@ def iter_camera_samples(ds: Dataset, positions: list[int], rng: np.random.Genera
             frame = shard.frame(int(i), images=True)
             lab = sam_shard.labels(int(i)) if sam_shard else None
             probs = prediction_row(pred, int(i), frame.frame_id) if pred is not None else None
-            yield from camera_samples(frame, lab, probs)
+            yield from camera_samples(frame, lab, probs, gt_masks=gt_masks)

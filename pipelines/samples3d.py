@@ -62,16 +62,40 @@ def frame_sample(frame: Frame, labels=None, cfg: SPGConfig = SPGConfig(), cscs_2
     return s
 
 
+GROUND_TRUTH = "gt"  # label source: the frames' own per-point ground truth (full supervision, MWSIS Tab. 1 "Full")
+
+
+@dataclass(frozen=True)
+class _GTLabels:
+    """The ``FrameLabels`` fields a sample needs, taken from a frame's ground truth."""
+
+    frame_id: str
+    semantic: np.ndarray
+    instance: np.ndarray
+
+
+def gt_labels(frame: Frame, shard_path) -> _GTLabels:
+    """Per-point ground truth of ``frame`` as training labels; a clear error when the frame has none."""
+    gt = frame.gt
+    if gt.point_semantic is None or gt.point_instance is None:
+        missing = [n for n in ("point_semantic", "point_instance") if getattr(gt, n) is None]
+        raise ShardError(shard_path, f"frame {frame.frame_id}: --labels gt needs per-point ground truth, but the "
+                                     f"frame has no {' / '.join(missing)} (train on pseudo labels instead, e.g. spg)")
+    return _GTLabels(frame.frame_id, gt.point_semantic, gt.point_instance)
+
+
 def iter_samples(ds: Dataset, labels: str | None, positions: list[int], rng: np.random.Generator | None = None,
                  cfg: SPGConfig = SPGConfig(), cscs_round: int | None = None) -> Iterator[Sample3D]:
     """Samples of the given shards; with ``rng`` the shard order and the frame order within each shard are
-    shuffled (whole-dataset shuffles would need every shard open at once)."""
+    shuffled (whole-dataset shuffles would need every shard open at once). ``labels`` names a label stage,
+    or :data:`GROUND_TRUTH` for the frames' own ground truth."""
     for info, shard, rows in shuffled_shards(ds, positions, rng):
-        lab = LabelShard(ds, labels, info.name) if labels else None
+        lab = LabelShard(ds, labels, info.name) if labels and labels != GROUND_TRUTH else None
         pred = PredictionShard(ds, "2d", cscs_round, info.name) if cscs_round is not None else None
         if lab is not None and len(lab) != len(shard):
             raise ShardError(lab.path, f"{len(lab)} frames, frame shard {info.path} has {len(shard)} (mismatched shard)")
         for i in rows:
             frame = shard.frame(int(i), images=False)
             targets = prediction_row(pred, int(i), frame.frame_id) if pred is not None else None
-            yield frame_sample(frame, lab.labels(int(i)) if lab else None, cfg, targets)
+            frame_labels = gt_labels(frame, info.path) if labels == GROUND_TRUTH else lab.labels(int(i)) if lab else None
+            yield frame_sample(frame, frame_labels, cfg, targets)

@@ -4,6 +4,7 @@ One shard per sequence, written by ``shards.write_shards`` (parallel, resumable)
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -39,7 +40,9 @@ def synth_dataset(out: Path | str, preset_name: str = "tiny", frames: int = 8, s
     n_seq = (frames + frames_per_sequence - 1) // frames_per_sequence
     lengths = {shard_name(seed, s): min(frames_per_sequence, frames - s * frames_per_sequence) for s in range(n_seq)}
     source = {"kind": "synthetic", "preset": preset_name, "seed": seed, "frames": frames,
-              "frames_per_sequence": frames_per_sequence, "overrides": overrides, "config": asdict(cfg)}
+              "frames_per_sequence": frames_per_sequence,
+              # camera overrides are CameraSpec dataclasses: recorded as their fields
+              "overrides": json.loads(json.dumps(overrides, default=asdict)), "config": asdict(cfg)}
     fn = partial(render_sequence, preset_name=preset_name, overrides=overrides, seed=seed, lengths=lengths)
     result = write_shards(out, list(lengths.items()), fn, source, workers, show_progress, desc="synth")
     if result.failed:

@@ -49,7 +49,7 @@ class Train2DConfig:
     warmup_factor: float = 0.001
     lr_steps: tuple[float, ...] = (2 / 3, 11 / 12)  # fractions of training where lr drops 10x (mmdet 1x)
     clip_grad: float | None = None
-    # optimiser: SGD as MWSIS §4.2 / the authors; "adamw" for short random-init runs (configs/experiment2d-cpu.yaml)
+    # optimiser: SGD as MWSIS §4.2 / the authors; "adamw" for short random-init runs (configs/cpu-bench.yaml)
     optimizer: str = "sgd"
     norm_decay: bool = False  # authors: weight decay 0 on every norm layer (method.md §10 "Optimisers")
     bias_decay: bool = True  # authors (mmdet default) decay biases; False: no decay on any 1-D parameter
@@ -61,6 +61,9 @@ class Train2DConfig:
     test_scale: tuple[int, int] | None = None  # (long, short) at inference; None: the paper's (1333, 800)
     flip_prob: float = 0.5
     pseudo_masks: str | None = None  # "sam": SAM box-prompt masks from labels/sam as pseudo masks
+    # mask supervision: "boxes" = BoxInst's box losses (the weak setting); "gt" = CondInst's dice loss on the
+    # true instance masks (full supervision, the upper-bound row of MWSIS Tab. 1 and 5)
+    masks: str = "boxes"
     cscs_3d: str | None = None  # "latest" or a round of predictions/3d: CSCS 3D -> 2D
     backbone_weights: str | None = None  # ImageNet weights file; None = random init
     device: str | None = None
@@ -86,17 +89,26 @@ def _prepare(s, cfg: Train2DConfig, rng: np.random.Generator, train: bool) -> di
         out["points_teacher_prob"] = torch.as_tensor(s.points_prob)
     if s.sam_masks is not None:
         out["sam_masks"] = s.sam_masks
+    if s.gt_masks is not None:
+        out["gt_masks"] = s.gt_masks
     return out
 
 
 def sam_teacher_outputs(targets: list[dict], images: torch.Tensor, stride: int = 4) -> dict:
     """SAM masks as IPG-style pseudo maps (per image (K, H/4, W/4) in {0, 1}, valid where a mask exists)."""
+    maps, valid = rle_target_maps(targets, "sam_masks", images, stride)
+    return {"pseudo_masks": maps, "pseudo_valid": valid}
+
+
+def rle_target_maps(targets: list[dict], key: str, images: torch.Tensor, stride: int = 4):
+    """Per image, the RLE masks under ``targets[i][key]`` mapped onto the padded network input at ``stride``:
+    ((K, H/stride, W/stride) binary maps, (K,) bool valid where an RLE exists)."""
     from pycocotools import mask as mask_utils
 
     h4, w4 = images.shape[-2] // stride, images.shape[-1] // stride
     maps, valid = [], []
     for t in targets:
-        rles = t.get("sam_masks") or []
+        rles = t.get(key) or []
         m = torch.zeros(len(rles), h4, w4)
         v = torch.zeros(len(rles), dtype=torch.bool)
         for k, rle in enumerate(rles):
@@ -108,7 +120,7 @@ def sam_teacher_outputs(targets: list[dict], images: torch.Tensor, stride: int =
             v[k] = True
         maps.append((m > 0.5).float().to(images.device))
         valid.append(v.to(images.device))
-    return {"pseudo_masks": maps, "pseudo_valid": valid}
+    return maps, valid
 
 
 def _map_mask(mask: torch.Tensor, tf) -> torch.Tensor:
@@ -179,7 +191,8 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
     def _epoch_batches(epoch, cscs_round):
         rng = np.random.default_rng([cfg.seed, epoch, 1])
         buf = []
-        for s in iter_camera_samples(ds, positions, rng, sam=cfg.pseudo_masks == "sam", cscs_round=cscs_round):
+        for s in iter_camera_samples(ds, positions, rng, sam=cfg.pseudo_masks == "sam", cscs_round=cscs_round,
+                                     gt_masks=cfg.masks == "gt"):
             buf.append(_prepare(s, cfg, rng, train=True))
             if len(buf) == cfg.images_per_step:
                 yield buf
@@ -194,6 +207,9 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
             t["boxes"], t["classes"] = t["boxes"].to(device), t["classes"].to(device)
             if "image_rgb" in t:
                 t["image_rgb"] = t["image_rgb"].to(device)
+        if cfg.masks == "gt":
+            for t, m in zip(targets, rle_target_maps(targets, "gt_masks", images)[0]):
+                t["mask_targets"] = m
         it = state["step"]
         teacher_out = None  # the pseudo masks feed only the IPG loss: skip the teacher forward without it
         if cfg.model.ipg.enabled:

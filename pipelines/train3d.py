@@ -24,7 +24,7 @@ from ..train3d.ema import EMAConfig, EMATeacher
 from ..train3d.infer import InferConfig
 from ..train3d.losses import LossConfig, segmentor_loss
 from ..train3d.model import SegmentorConfig, VoteSegmentor, make_batch
-from .samples3d import iter_samples
+from .samples3d import GROUND_TRUTH, iter_samples
 from .cscs_exchange import epoch_round, round_resolver
 from .distributed import barrier
 from .training import autocast, fit, load_run_teacher, setup_run
@@ -55,7 +55,7 @@ class CSCS2DConfig:
 
 @dataclass(frozen=True)
 class Train3DConfig:
-    labels: str = "spg"  # labels/<stage> to train on: spg | ccl | sam | pvc | frustum
+    labels: str = "spg"  # labels/<stage> to train on: spg | ccl | sam | pvc | frustum, or gt (full supervision)
     epochs: int = 24  # MWSIS §4.2
     frames_per_step: int = 2  # per process; authors: 2 per GPU on 4 GPUs (batch 8)
     max_lr: float = 1e-3  # one-cycle maximum (MWSIS §4.2)
@@ -141,7 +141,7 @@ def train_step(model, teacher, opt, sched, samples, cfg: Train3DConfig, step: in
 
 def _pvc_due(cfg: Train3DConfig, epoch: int) -> bool:
     """After finishing ``epoch`` (0-based): is a PVC round due?"""
-    if not cfg.pvc.enabled:
+    if not cfg.pvc.enabled or cfg.labels == GROUND_TRUTH:  # full supervision: nothing to correct
         return False
     start = cfg.epochs // 2 if cfg.pvc.start_epoch is None else cfg.pvc.start_epoch
     done = epoch + 1

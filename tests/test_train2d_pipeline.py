@@ -102,7 +102,7 @@ def test_train_resume_predict_eval_and_cscs_both_ways(ds, tmp_path):
 
 def test_optimizer_groups_follow_the_authors():
     """SGD by default with weight decay 0 on every norm layer only (method.md §10 "Optimisers"); AdamW with the
-    controller at its lr factor for the CPU experiment (configs/experiment2d-cpu.yaml)."""
+    controller at its lr factor for the CPU experiment (configs/cpu-bench.yaml)."""
     from torch import nn
 
     from mwsis.pipelines.train2d import make_optimizer

@@ -43,6 +43,11 @@ def _frame(i: int) -> dict:
 
 
 def _fg_miou(preds, frames) -> float:
+    return float(np.mean(_class_ious(preds, frames)))
+
+
+def _class_ious(preds, frames) -> list[float]:
+    """Per foreground class IoU over all frames (NaN-free: a class absent everywhere scores 0)."""
     ious = []
     for c in range(3):
         tp = fp = fn = 0
@@ -52,7 +57,7 @@ def _fg_miou(preds, frames) -> float:
             fp += int(((s == c) & (g != c) & (g >= 0)).sum())
             fn += int(((s != c) & (g == c)).sum())
         ious.append(tp / max(tp + fp + fn, 1))
-    return float(np.mean(ious))
+    return ious
 
 
 def _instance_recall(preds, frames, min_points: int = 10) -> float:
@@ -104,6 +109,9 @@ def test_tiny_segmentor_learns_synthetic_frames():
         gen = predict_batch(model(bh), bh)
         bt_teacher = predict_batch(teacher(bt), bt)
     assert _fg_miou(fit, train) >= 0.8
+    # every class, not just the mean: a class that stops being learnt fails here by name
+    for name, iou in zip(("vehicle", "pedestrian", "cyclist"), _class_ious(fit, train)):
+        assert iou >= 0.6, f"{name} IoU {iou:.2f} on the training frames"
     assert _instance_recall(fit, train) >= 0.5
     assert _fg_miou(gen, held_out) >= 0.4  # unseen frames: well above chance (about 0)
     assert len(bt_teacher) == 8  # the EMA teacher runs on the same batch

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from mwsis.train3d.losses import (LossConfig, decode_votes, encode_votes, focal_loss, instance_centres,
@@ -115,3 +116,25 @@ def test_segmentor_loss_weights_and_valid_mask():
     ref = vote_loss(out["votes"], sem, vote_targets(xyz, torch.where(v, inst, 0)), v & (inst > 0))
     assert torch.isclose(L["loss_vote"], ref)
     assert torch.isclose(L["loss"], L["loss_sem"] + L["loss_vote"])
+
+
+def test_class_balance_weights_rare_positives():
+    from mwsis.train3d.losses import class_balance_weights
+
+    t = torch.zeros(100, 3)
+    t[:50, 0] = 1  # 50 vehicles, 2 pedestrians, no cyclist
+    t[50:52, 1] = 1
+    w = class_balance_weights(t, 0.5)
+    torch.testing.assert_close(w, torch.tensor([1.0, 7.0, 1.0]))  # sqrt(98 / 2) = 7; absent class -> 1
+    assert float(class_balance_weights(t, 1.0, cap=10.0)[1]) == 10.0  # 49 capped
+
+
+def test_focal_class_balance_weighs_only_positives():
+    logits = torch.zeros(4, 3)
+    target = torch.tensor([0, 3, 3, 3])  # one vehicle point, three background
+    plain = focal_loss(logits, target, gamma=0.0, alpha=0.5)
+    balanced = focal_loss(logits, target, gamma=0.0, alpha=0.5, class_balance=1.0)
+    # BCE at p = 0.5 is log 2 per element; the one positive element weighs 3 (3 negatives / 1 positive)
+    e = 0.5 * np.log(2)
+    assert float(plain) == pytest.approx(12 * e / 12)
+    assert float(balanced) == pytest.approx((11 * e + 3 * e) / 12)

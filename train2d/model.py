@@ -11,6 +11,8 @@ Targets, one dict per image, in network-input coordinates (see ``transforms.prep
     transform (ImageTransform)   needed for CSCS and to scale ``bottom_pixels_removed``
     points_uv (P,2), points_teacher_prob (P,C), points_valid (P,) or (P,C) optional: LiDAR projections in
         ORIGINAL-image pixels and the 3D EMA teacher's class probabilities -> ``loss_cscs_3d_to_2d``
+    mask_targets (K,H/4,W/4) optional: true instance masks at the logits' stride -> full supervision:
+        ``loss_mask`` (CondInst's dice) replaces BoxInst's ``loss_prj``/``loss_pairwise`` (upper-bound rows)
 The model holds no iteration counter: pass ``iteration`` (warm-ups) explicitly.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import ResNetFPN
-from .boxinst import box_masks, color_similarity, pairwise_loss, projection_loss, warmup_factor
+from .boxinst import box_masks, color_similarity, dice_loss, pairwise_loss, projection_loss, warmup_factor
 from .condinst import DynamicMaskHead, MaskBranch
 from .config import Model2DConfig
 from .cscs import class_prob_maps, cscs_loss, cscs_ramp, sample_at_projections
@@ -128,6 +130,11 @@ class BoxInstModel(nn.Module):
         bm = _per_gt([box_masks(t["boxes"].float().reshape(-1, 4).to(images.device), (h4, w4), stride)
                       for t in targets], im, gi)
         bx = cfg.boxinst
+        if all("mask_targets" in t for t in targets):
+            # full supervision (CondInst): dice on the true masks replaces BoxInst's box terms
+            gt = _per_gt([t["mask_targets"].to(logits) for t in targets], im, gi)
+            losses["loss_mask"] = (dice_loss(logits.sigmoid(), gt).mean() if logits.shape[0] else 0.0) + zero
+            return losses
         losses["loss_prj"] = bx.loss_prj_weight * projection_loss(logits, bm) + zero
         with torch.no_grad():
             sim = color_similarity(self._rgb(images, targets), self._valid_region(images, targets), stride,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LossConfig", "encode_votes", "decode_votes", "instance_centres", "vote_targets", "focal_loss",
+__all__ = ["LossConfig", "class_balance_weights", "encode_votes", "decode_votes", "instance_centres", "vote_targets", "focal_loss",
            "vote_loss", "segmentor_loss"]
 
 
@@ -31,6 +31,10 @@ class LossConfig:
     alpha: float = 0.8
     sem_weight: float = 100.0  # alpha_4 (Eq. 10)
     vote_weight: float = 1.0  # alpha_5 (Eq. 10)
+    # not in the paper (0 = off): positives of class c weigh (negatives_c / positives_c) ** class_balance,
+    # counted in the batch, so that rare classes (cyclists: ~1 % of the points) are learnt in short runs
+    class_balance: float = 0.0
+    class_balance_max: float = 100.0  # cap on that weight
 
 
 def encode_votes(d: torch.Tensor) -> torch.Tensor:
@@ -74,11 +78,21 @@ def vote_targets(xyz: torch.Tensor, instance: torch.Tensor, batch_idx: torch.Ten
     return encode_votes(d) if encode else d
 
 
+def class_balance_weights(t: torch.Tensor, power: float, cap: float = 100.0) -> torch.Tensor:
+    """(C,) weight of each class's positives: ``(negatives / positives) ** power`` in the one-hot targets
+    ``t`` (N, C), capped at ``cap``; 1 for a class without positives."""
+    pos = t.sum(0)
+    ratio = (t.shape[0] - pos) / pos.clamp_min(1.0)
+    return torch.where(pos > 0, ratio.clamp_min(1.0).pow(power).clamp_max(cap), torch.ones_like(pos))
+
+
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 3.0, alpha: float = 0.8,
-               mask: torch.Tensor | None = None) -> torch.Tensor:
+               mask: torch.Tensor | None = None, class_balance: float = 0.0,
+               class_balance_max: float = 100.0) -> torch.Tensor:
     """mmdet sigmoid focal loss, mean over supervised points x classes (see module docstring).
 
     ``target`` (N,) long in 0..C-1 or C (background, all-zero) or -1 (ignored, like ``mask == False``).
+    ``class_balance`` > 0 weighs each class's positive elements by :func:`class_balance_weights`.
     Returns 0 (still attached to the graph) when no point is supervised.
     """
     c = logits.shape[1]
@@ -92,6 +106,8 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 3.0, a
     p = torch.sigmoid(x)
     pt = (1 - p) * t + p * (1 - t)
     w = (alpha * t + (1 - alpha) * (1 - t)) * pt.pow(gamma)
+    if class_balance > 0:
+        w = w * torch.where(t > 0, class_balance_weights(t, class_balance, class_balance_max)[None], 1.0)
     return (F.binary_cross_entropy_with_logits(x, t, reduction="none") * w).mean()
 
 
@@ -118,7 +134,8 @@ def segmentor_loss(out: dict, xyz: torch.Tensor, semantic: torch.Tensor, instanc
     valid = out.get("valid")
     if valid is None:
         valid = torch.ones_like(semantic, dtype=torch.bool)
-    loss_sem = cfg.sem_weight * focal_loss(out["sem_logits"], semantic, cfg.gamma, cfg.alpha, mask=valid)
+    loss_sem = cfg.sem_weight * focal_loss(out["sem_logits"], semantic, cfg.gamma, cfg.alpha, mask=valid,
+                                           class_balance=cfg.class_balance, class_balance_max=cfg.class_balance_max)
     vt = vote_targets(xyz, torch.where(valid, instance, torch.zeros_like(instance)), batch_idx)
     loss_vote = cfg.vote_weight * vote_loss(out["votes"], semantic, vt, valid & (instance > 0))
     return dict(loss_sem=loss_sem, loss_vote=loss_vote, loss=loss_sem + loss_vote)

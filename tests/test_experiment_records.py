@@ -1,0 +1,34 @@
+"""The experiment records under docs/experiments/ are complete, and the README quotes them verbatim
+(``bench/update_readme.py`` writes the tables; a hand edit of a number fails here)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("update_readme", ROOT / "bench" / "update_readme.py")
+update_readme = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(update_readme)
+RECORDS = update_readme.RENDERERS
+
+
+@pytest.mark.parametrize("name", list(RECORDS))
+def test_record_is_complete_and_quoted_by_the_readme(name):
+    path = ROOT / "docs" / "experiments" / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"{path.name} not recorded yet")
+    rec = json.loads(path.read_text())
+    assert {"command", "config", "seconds", "machine", "rows"} <= set(rec)
+    assert len(rec["config"]["experiment"]["seeds"]) >= 2
+    names = [r["name"] for r in rec["rows"]]
+    assert any("full supervision" in n for n in names)
+    for row in rec["rows"]:
+        for model, summary in row["summary"].items():
+            for key, stat in summary.items():
+                assert 0.0 <= stat["mean"] <= 1.0 and stat["spread"] >= 0, (row["name"], model, key)
+    table = update_readme.renderer(RECORDS[name])(rec)
+    readme = (ROOT / "README.md").read_text()
+    assert f"<!-- table:{name} -->\n{table}<!-- /table:{name} -->" in readme
