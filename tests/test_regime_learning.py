@@ -39,6 +39,5 @@ def test_regime_model_learns_every_class(regime_frames, tmp_path):
     finally:
         torch.set_num_threads(n)
     for name, pc in res["per_class"].items():
-        print(name, pc["iou"])
         assert pc["iou"] is not None and pc["iou"] >= 0.5, f"{name}: IoU {pc['iou']} on the frames trained on"
     assert res["miou"] >= 0.6
