@@ -162,6 +162,8 @@ def make_optimizer(model: BoxInstModel, cfg: Train2DConfig) -> torch.optim.Optim
 def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool = False, show_progress: bool = True,
              stop_after_epoch: int | None = None) -> dict:
     data, run = Path(data), Path(out)
+    if cfg.masks not in ("boxes", "gt"):
+        raise ValueError(f"train2d masks must be 'boxes' or 'gt', not {cfg.masks!r}")
     dist, device, ds, positions = setup_run(data, cfg.device, cfg.cpu_threads, cfg.seed)
     cameras = len(ds.manifest.sensors.get("cameras", [])) or 1
     images = cameras * sum(ds.manifest.shards[p].frames for p in positions)  # upper bound: cameras with boxes
