@@ -22,8 +22,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-log = logging.getLogger(__name__)
-
 CLASSES = ("vehicle", "pedestrian", "cyclist")
 METRICS = ("ap", "ap50", "ap75", "miou", "iou")  # fractions; the spread is computed for these
 
@@ -59,6 +57,8 @@ class ExperimentConfig:
                 raise ValueError(f"experiment.{name} must be a probability in [0, 1], not {v!r}")
         if len(self.seeds) < 1:
             raise ValueError("experiment.seeds needs at least one seed")
+        if self.cameras is not None and len(self.cameras) < 1:
+            raise ValueError("experiment.cameras: give at least one camera id, or null for all")
 
     def synth_overrides(self) -> dict:
         from ..data.synthetic import preset
@@ -171,10 +171,6 @@ def write_record(path: Path, rec: dict) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, (json.dumps(rec, indent=1, sort_keys=False) + "\n").encode())
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
 
 
 def cell(summary: dict, key: str) -> str:
