@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 
 from .schema.labels import (LABELS_SCHEMA, FrameLabels, label_metadata, labels_to_table, read_label_metadata,
                             table_row_to_labels)
-from .store import PARQUET_OPTIONS, Dataset, ShardError, atomic_path, sha256_file
+from .integrity import IntegrityError, check_file, sealer
+from .store import PARQUET_OPTIONS, Dataset, ShardError, atomic_path
 
 LABELS_DIR = "labels"
 
@@ -23,26 +24,34 @@ def write_label_shard(root: Path | str, stage: str, shard: str, rows: Iterable[F
     """Write a stage's labels for one shard atomically; metadata records config, version and inputs."""
     dest = label_shard_path(root, stage, shard)
     schema = LABELS_SCHEMA.with_metadata(label_metadata(stage, config, code_version, inputs))
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, before_rename=sealer(dest)) as tmp:
         with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
             for row in rows:
                 writer.write_table(labels_to_table(row).replace_schema_metadata(schema.metadata), row_group_size=1)
     return dest
 
 
-def label_shard_metadata(root: Path | str, stage: str, shard: str) -> dict | None:
-    """The metadata of a finished label shard, or None when it does not exist or cannot be read."""
+def _repair(root, stage: str, shard: str) -> str:
+    return f"rerun `mwsis stage {stage} --data {root}` (it rewrites shard {shard!r}: not up to date)"
+
+
+def label_shard_metadata(root: Path | str, stage: str, shard: str, verify: bool = False) -> dict | None:
+    """The metadata of a finished label shard, or None when it does not exist, cannot be read, or its
+    bytes fail their checksum (size and mtime guard; every byte with ``verify``)."""
     path = label_shard_path(root, stage, shard)
     if not path.exists():
         return None
     try:
+        check_file(path, verify=verify)
         return read_label_metadata(pq.read_schema(path).metadata)
-    except (pa.ArrowException, OSError):
+    except (IntegrityError, pa.ArrowException, OSError):
         return None  # a broken file counts as not done: the stage rewrites it
 
 
-def label_shard_checksum(root: Path | str, stage: str, shard: str) -> str:
-    return sha256_file(label_shard_path(root, stage, shard))
+def label_shard_checksum(root: Path | str, stage: str, shard: str, verify: bool = False) -> str:
+    """The verified checksum of a finished label shard (what a stage that reads it records); raises
+    ``IntegrityError`` (missing, no stamp, damaged) saying how to repair it."""
+    return check_file(label_shard_path(root, stage, shard), verify=verify, hint=_repair(root, stage, shard))
 
 
 class LabelShard:
@@ -54,11 +63,18 @@ class LabelShard:
         if not self.path.exists():
             raise ShardError(self.path, f"missing: stage '{stage}' has not been run on shard '{shard}' "
                                         f"(run `mwsis stage {stage} --data {ds.root}`)")
+        check_file(self.path, verify=True, hint=_repair(ds.root, stage, shard))  # every byte, on read
         try:
             self._file = pq.ParquetFile(self.path)
         except (pa.ArrowException, OSError) as e:
-            raise ShardError(self.path, f"corrupt Parquet ({e})") from e
+            raise ShardError(self.path, f"corrupt Parquet ({e}); {_repair(ds.root, stage, shard)}") from e
         self.metadata = read_label_metadata(self._file.schema_arrow.metadata)
+        made_from = (self.metadata.get("inputs") or {}).get("frames")
+        info = next((i for i in ds.manifest.shards if i.name == shard), None)
+        if made_from is not None and info is not None and made_from != info.sha256:
+            raise ShardError(self.path, f"made from other frames: its recorded input sha256 {made_from[:12]}… is not "
+                                        f"{info.path}'s {info.sha256[:12]}… (labels of another dataset, or of an "
+                                        f"older version of this shard); {_repair(ds.root, stage, shard)}")
 
     def __len__(self) -> int:
         return self._file.num_row_groups

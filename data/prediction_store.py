@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from .schema.predictions import (META_INFO, META_TAIL, PREDICTIONS_SCHEMA, predictions_metadata,
                                  predictions_to_table, table_row_to_predictions)
+from .integrity import check_file, sealer
 from .locks import exclusive_lock, remove_stale_temps
 from .store import PARQUET_OPTIONS, Dataset, ShardError, WriteError, atomic_path
 
@@ -54,7 +55,7 @@ def write_prediction_shard(root: Path | str, source: str, rnd: int, shard: str,
         with exclusive_lock(dest, where) as held:
             if held:
                 remove_stale_temps(dest)
-            with atomic_path(dest) as tmp:
+            with atomic_path(dest, before_rename=sealer(dest)) as tmp:
                 with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
                     for frame_id, probs in rows:
                         if probs.shape[1:] != tuple(tail):
@@ -72,6 +73,7 @@ class PredictionShard:
         self.path = round_dir(ds.root, source, rnd) / f"{shard}.parquet"
         if not self.path.exists():
             raise ShardError(self.path, f"missing: no {source} predictions of round {rnd} for shard '{shard}'")
+        check_file(self.path, verify=True, hint=f"export round {rnd} again (`mwsis predict-{source}`)")
         try:
             self._file = pq.ParquetFile(self.path)
             meta = self._file.schema_arrow.metadata or {}

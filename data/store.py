@@ -26,9 +26,11 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import ShardError, StoreError
 from .frame import Frame
+from .integrity import IntegrityError, check_file, sha256_file
 from .schema import FRAMES_SCHEMA, IMAGE_COLUMNS, Manifest, ShardInfo, frame_to_table, table_row_to_frame
-from .validate import validate_frame
+from .validate import FrameError, validate_frame
 
 MANIFEST = "manifest.json"
 FRAMES_DIR = "frames"
@@ -37,17 +39,9 @@ PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, write_statistics
 log = logging.getLogger(__name__)
 
 
-class StoreError(RuntimeError):
-    """A file of a dataset cannot be read or written; the message names the file and the problem."""
-
-
-class ShardError(StoreError):
-    def __init__(self, path: Path | str, problem: str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}")
-
-    def __reduce__(self):  # process pools pickle exceptions by their args; ours take two
-        return type(self), (self.path, self.problem)
+__all__ = ["StoreError", "ShardError", "WriteError", "IntegrityError", "sha256_file", "Shard", "Dataset",
+           "open_dataset", "atomic_path", "write_bytes_atomic", "write_frame_shard", "write_manifest",
+           "read_manifest"]
 
 
 class WriteError(StoreError):
@@ -105,8 +99,11 @@ def _create_temp(dest: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(dest: Path | str):
+def atomic_path(dest: Path | str, before_rename=None):
     """Yield a temporary path beside ``dest``; on success fsync and rename it onto ``dest``.
+
+    ``before_rename(tmp)`` runs after the fsync, before the rename (``integrity.seal`` records the checksum
+    there, so that a failure leaves the old file and its old record together).
 
     On any error the temporary file is removed and ``dest`` is untouched; OS errors of the write (disk full,
     permission denied) become ``WriteError`` naming ``dest``. A process killed inside the block leaves only the
@@ -122,6 +119,8 @@ def atomic_path(dest: Path | str):
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename(tmp)
         os.replace(tmp, dest)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -135,14 +134,6 @@ def atomic_path(dest: Path | str):
 def write_bytes_atomic(dest: Path | str, data: bytes) -> None:
     with atomic_path(dest) as tmp:
         Path(tmp).write_bytes(data)
-
-
-def sha256_file(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_frame_shard(root: Path | str, name: str, frames: Iterable[Frame], validate: bool = True) -> ShardInfo:
@@ -184,10 +175,13 @@ def read_manifest(root: Path | str) -> Manifest:
 class Shard:
     """One Parquet shard; opening reads only the footer, frames are decoded one row group at a time."""
 
-    def __init__(self, root: Path, info: ShardInfo):
+    def __init__(self, root: Path, info: ShardInfo, verified: dict | None = None):
         self.info = info
         self.path = root / info.path
         self._file: pq.ParquetFile | None = None
+        # path -> (size, mtime_ns) of shards this process hashed in full: random access (a trainer reading
+        # frames by id) hashes each shard once, not once per frame. Shared by a Dataset's shards.
+        self._verified = {} if verified is None else verified
 
     def __len__(self) -> int:
         return self.info.frames
@@ -196,9 +190,16 @@ class Shard:
         if self._file is None:
             if not self.path.exists():
                 raise ShardError(self.path, "missing (listed in the manifest but not on disk)")
-            size = self.path.stat().st_size
-            if size != self.info.bytes:
-                raise ShardError(self.path, f"truncated or modified: {size} bytes on disk, manifest says {self.info.bytes}")
+            st = self.path.stat()
+            if st.st_size != self.info.bytes:
+                raise ShardError(self.path, f"truncated or modified: {st.st_size} bytes on disk, manifest.json says "
+                                            f"{self.info.bytes}")
+            key = (st.st_size, st.st_mtime_ns)
+            if self._verified.get(str(self.path)) != key:
+                # on read, every byte: what a stage records as its input checksum is what it actually read
+                check_file(self.path, self.info.sha256, verify=True,
+                           hint="restore it, or convert the dataset again")
+                self._verified[str(self.path)] = key
             try:
                 f = pq.ParquetFile(self.path)
             except (pa.ArrowException, OSError) as e:
@@ -207,7 +208,7 @@ class Shard:
             if missing:
                 raise ShardError(self.path, f"missing columns {missing}")
             if f.num_row_groups != self.info.frames:
-                raise ShardError(self.path, f"{f.num_row_groups} row groups, manifest says {self.info.frames} frames")
+                raise ShardError(self.path, f"{f.num_row_groups} row groups, manifest.json says {self.info.frames} frames")
             self._file = f
         return self._file
 
@@ -218,9 +219,17 @@ class Shard:
             table = f.read_row_group(i, columns=columns)
         except (pa.ArrowException, OSError) as e:
             raise ShardError(self.path, f"cannot read frame {i} ({e})") from e
-        frame = table_row_to_frame(table, 0)
-        if frame.frame_id != self.info.frame_ids[i]:
-            raise ShardError(self.path, f"row group {i} holds frame {frame.frame_id}, manifest says {self.info.frame_ids[i]}")
+        fid = self.info.frame_ids[i]
+        try:
+            frame = table_row_to_frame(table, 0)
+        except (ValueError, TypeError, KeyError, IndexError, pa.ArrowException) as e:
+            raise ShardError(self.path, f"frame {fid} (row group {i}): cannot decode ({type(e).__name__}: {e})") from e
+        if frame.frame_id != fid:
+            raise ShardError(self.path, f"row group {i} holds frame {frame.frame_id}, manifest.json says {fid}")
+        try:  # another writer's shard gets the rules ours were written under (structural checks, see README)
+            validate_frame(frame, on_read=True)
+        except FrameError as e:
+            raise ShardError(self.path, str(e)) from e
         return frame
 
     def read_columns(self, columns: list[str]) -> pa.Table:
@@ -238,11 +247,11 @@ class Shard:
     __iter__ = iter_frames
 
     def verify(self) -> None:
-        """Full check: size, checksum, footer and row groups."""
+        """Full check: size, checksum (every byte, even if this process hashed it already), footer and row
+        groups."""
+        self._verified.pop(str(self.path), None)
+        self._file = None
         self._open()
-        digest = sha256_file(self.path)
-        if digest != self.info.sha256:
-            raise ShardError(self.path, f"checksum mismatch: sha256 {digest[:12]}…, manifest says {self.info.sha256[:12]}…")
 
 
 class Dataset:
@@ -252,6 +261,7 @@ class Dataset:
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         self._where: dict[str, tuple[int, int]] = {}
+        self._verified: dict = {}
         for s, info in enumerate(self.manifest.shards):
             for i, fid in enumerate(info.frame_ids):
                 self._where[fid] = (s, i)
@@ -276,13 +286,13 @@ class Dataset:
         if isinstance(key, str):
             for info in self.manifest.shards:
                 if info.name == key:
-                    return Shard(self.root, info)
+                    return Shard(self.root, info, self._verified)
             raise KeyError(f"{self.root}: no shard named {key!r}")
-        return Shard(self.root, self.manifest.shards[key])
+        return Shard(self.root, self.manifest.shards[key], self._verified)
 
     def iter_shards(self) -> Iterator[Shard]:
         for info in self.manifest.shards:
-            yield Shard(self.root, info)
+            yield Shard(self.root, info, self._verified)
 
     def iter_frames(self, images: bool = True) -> Iterator[Frame]:
         for shard in self.iter_shards():

@@ -18,8 +18,13 @@ class FrameError(ValueError):
         super().__init__(f"frame {frame_id}: {field}: {problem}")
 
 
-def validate_frame(frame: Frame, box_tolerance_px: float = 1.0) -> None:
-    """Raise ``FrameError`` on the first problem found; return None for a usable frame."""
+def validate_frame(frame: Frame, box_tolerance_px: float = 1.0, on_read: bool = False) -> None:
+    """Raise ``FrameError`` on the first problem found; return None for a usable frame.
+
+    Writers call it before a frame is written, ``data.store.Shard`` after every frame it decodes (``on_read``),
+    so shards from any writer meet the same rules. The checks are vectorised passes over the per-point
+    arrays (shapes, finiteness, row/column bounds) and the per-box arrays. ``on_read`` lets a frame without
+    points through: a reader that cannot use it (a trainer) skips it with a warning instead."""
     fid = frame.frame_id
 
     def fail(field: str, problem: str):
@@ -27,7 +32,7 @@ def validate_frame(frame: Frame, box_tolerance_px: float = 1.0) -> None:
 
     p = frame.points
     n = len(p)
-    if n == 0:
+    if n == 0 and not on_read:
         fail("points", "the frame has no LiDAR points")
     expected = {"intensity": (n,), "elongation": (n,), "range": (n,), "return_index": (n,), "laser_id": (n,),
                 "row": (n,), "col": (n,), "nlz": (n,), "cam_id": (n, 2), "cam_uv": (n, 2, 2), "xyz": (n, 3)}
@@ -35,10 +40,9 @@ def validate_frame(frame: Frame, box_tolerance_px: float = 1.0) -> None:
         if getattr(p, name).shape != shape:
             fail(f"points.{name}", f"shape {getattr(p, name).shape}, expected {shape}")
     for name in ("xyz", "range", "intensity", "elongation"):
-        bad = ~np.isfinite(getattr(p, name))
+        bad = ~np.isfinite(getattr(p, name)).reshape(n, -1).all(axis=1)
         if bad.any():
-            idx = int(np.argwhere(bad)[0][0])
-            fail(f"points.{name}", f"{int(bad.sum())} non-finite values (first at point {idx})")
+            fail(f"points.{name}", f"{int(bad.sum())} points with non-finite values (first: point {int(np.argmax(bad))})")
 
     lidars = {l.laser_id: l for l in frame.lidars}
     for laser in np.unique(p.laser_id):

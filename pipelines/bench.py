@@ -105,6 +105,37 @@ def bench_stages(data: Path, workers_list=(1, 2)) -> dict:
     return out
 
 
+def bench_integrity(data: Path) -> dict:
+    """Cost of verifying on read (README "Crash safety and integrity"): one process runs the four stages
+    with ``--force`` while every SHA-256 it computes (frame shards on first read, label shards read and
+    sealed) is timed; the share is hashing time over the whole run's time."""
+    import contextlib
+
+    from ..data import integrity
+    from .runner import run_stages
+
+    spent = [0.0, 0]
+    plain = integrity.sha256_file
+
+    def timed(path):
+        t = time.perf_counter()
+        try:
+            return plain(path)
+        finally:
+            spent[0] += time.perf_counter() - t
+            spent[1] += 1
+
+    integrity.sha256_file = timed  # this process only, restored below
+    try:
+        t = time.perf_counter()
+        run_stages(data, ["frustum", "ccl", "dcs", "spg"], workers=1, force=True, show_progress=False)
+        dt = time.perf_counter() - t
+    finally:
+        with contextlib.suppress(Exception):
+            integrity.sha256_file = plain
+    return {"seconds": dt, "hash_seconds": spent[0], "files_hashed": spent[1], "hash_share": spent[0] / dt}
+
+
 def run_bench(frames: int = 8, seed: int = 0, data: Path | None = None) -> dict:
     from ..data.store import open_dataset
     from .synth import synth_dataset
@@ -122,6 +153,7 @@ def run_bench(frames: int = 8, seed: int = 0, data: Path | None = None) -> dict:
         result.update(bench_kernels(loaded))
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         result["stages_end_to_end"] = bench_stages(data)
+        result["integrity"] = bench_integrity(data)
         result["peak_rss_mb_worker"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     result["targets"] = {
         "dcs_ms_per_frame<=5": result["dcs_ms_per_frame"] <= 5,
@@ -129,6 +161,7 @@ def run_bench(frames: int = 8, seed: int = 0, data: Path | None = None) -> dict:
         "dcs_speedup_vs_authors_style>=1000": result["dcs_speedup_vs_authors_style"] >= 1000,
         "pipeline_frames_per_s>=20": result["pipeline_frames_per_s"] >= 20,
         "peak_rss_mb<=2048": max(result["peak_rss_mb"], result["peak_rss_mb_worker"]) <= 2048,
+        "integrity_hash_share<=0.05": result["integrity"]["hash_share"] <= 0.05,
     }
     result["machine"] = machine_info()
     return result

@@ -17,20 +17,34 @@ def _setup_logging(verbose: bool) -> None:
 
 
 class _Group(click.Group):
-    """Turns our own data errors into one clear line and exit code 1 instead of a traceback."""
+    """Turns errors into one clear line and exit code 1 instead of a traceback (``--debug`` shows it).
+
+    Our data errors (``StoreError``, ``FrameError``) name the file, frame and field themselves; anything
+    else is shown as its type and message."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit,
+                KeyboardInterrupt):
+            raise
         except (StoreError, FrameError, KeyError) as e:
+            if ctx.params.get("debug"):
+                raise
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             raise click.ClickException(str(msg)) from e
+        except Exception as e:
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(f"{type(e).__name__}: {e} (rerun with `mwsis --debug ...` for the "
+                                       "traceback)") from e
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error (default: one line).")
 @click.version_option(package_name="mwsis")
-def main(verbose: bool) -> None:
+def main(verbose: bool, debug: bool) -> None:
     """mwsis: 2D boxes + camera + LiDAR in, 2D and 3D instance pseudo labels and segmentors out.
 
     A dataset is a directory with manifest.json and Parquet shards (see README, "Data model").
@@ -104,7 +118,10 @@ def info(dataset, as_json, verify):
     click.echo(f"range image (TOP)  {s['range_image_shape']}")
     click.echo("cameras            " + ", ".join(f"{c['name']} {c['width']}x{c['height']}" for c in s["sensors"].get("cameras", [])))
     click.echo("boxes per class    " + ", ".join(f"{k} {v}" for k, v in s["boxes_per_class"].items()))
-    click.echo("ground truth       " + (", ".join(s["ground_truth"]) or "none"))
+    # a kind present in only some frames (e.g. Waymo v2 segments with and without lidar_segmentation) says so
+    gt = [name if s["ground_truth_frames"][name] == s["frames"]
+          else f"{name} (only {s['ground_truth_frames'][name]} of {s['frames']} frames)" for name in s["ground_truth"]]
+    click.echo("ground truth       " + (", ".join(gt) or "none"))
     click.echo(f"first frame        {s['first_frame_id']}")
 
 

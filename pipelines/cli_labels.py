@@ -41,6 +41,9 @@ _set_option = click.option("--set", "sets", multiple=True, metavar="SECTION.FIEL
 _config_option = click.option("--config", default=None, metavar="PRESET|PATH",
                               help="A preset (waymo, kitti, synthetic-tiny) or a YAML file; its 'stages' "
                                    "section sets the stage configs. --set values win over it.")
+_verify_option = click.option("--verify", is_flag=True,
+                              help="Up-to-date checks hash every input and output byte, instead of trusting "
+                                   "files whose size and mtime are unchanged since they were last hashed.")
 _sam_option = click.option("--sam-checkpoint", type=str, default=None, envvar="SAM_CHECKPOINT",
                            help="SAM weights (vit_h/l/b .pth) for the sam stage; 'tiny' = tiny random SAM (tests).")
 
@@ -60,10 +63,12 @@ _sam_option = click.option("--sam-checkpoint", type=str, default=None, envvar="S
 @click.option("--force", is_flag=True, help="Recompute finished shards.")
 @click.option("--history", type=click.IntRange(min=1), default=None, help="pvc: number of newest prediction rounds (N_his, default 4).")
 @click.option("--base", default=None, help="pvc: the labels the vote corrects (default spg).")
+@_verify_option
 @_config_option
 @_set_option
 @_sam_option
-def stage_cmd(name, data, shard_index, num_shards, shard_list, force, history, base, config, sets, sam_checkpoint):
+def stage_cmd(name, data, shard_index, num_shards, shard_list, force, history, base, verify, config, sets,
+              sam_checkpoint):
     from ..data.store import open_dataset
     from .progress import progress_bar
     from .runner import parse_shard_list, resolved_config, run_stage_shard, slice_shards
@@ -90,7 +95,8 @@ def stage_cmd(name, data, shard_index, num_shards, shard_list, force, history, b
         return
     # one stage only: its dependencies must exist already (`mwsis pseudolabels` runs the whole graph)
     with progress_bar(sum(ds.manifest.shards[p].frames for p in positions), "frame", name) as bar:
-        results = [run_stage_shard(str(ds.root), name, cfg, p, force, tick=bar.update) for p in positions]
+        results = [run_stage_shard(str(ds.root), name, cfg, p, force, tick=bar.update, verify=verify, ds=ds)
+                   for p in positions]
     _report(results)
 
 
@@ -102,15 +108,16 @@ def stage_cmd(name, data, shard_index, num_shards, shard_list, force, history, b
 @click.option("--force", is_flag=True, help="Recompute finished shards.")
 @click.option("--eval/--no-eval", "do_eval", default=True, show_default=True,
               help="Print the quality table when the dataset has ground truth.")
+@_verify_option
 @_config_option
 @_set_option
 @_sam_option
-def pseudolabels_cmd(data, stages, workers, force, do_eval, config, sets, sam_checkpoint):
+def pseudolabels_cmd(data, stages, workers, force, do_eval, verify, config, sets, sam_checkpoint):
     """Run the pseudo-label stage graph locally over a process pool, then print the quality table."""
     from .runner import run_stages
 
     results = run_stages(data, [s.strip() for s in stages.split(",") if s.strip()],
-                         _configs(config, sets, sam_checkpoint), workers=workers, force=force)
+                         _configs(config, sets, sam_checkpoint), workers=workers, force=force, verify=verify)
     if do_eval and not any(r.status == "failed" for r in results):
         from .eval_labels import evaluate_labels, format_table
 

@@ -54,16 +54,23 @@ def _summary_out(summary: dict, out: str) -> None:
         raise click.exceptions.Exit(PREEMPTED_EXIT)
 
 
+_overwrite_opt = click.option(
+    "--overwrite", is_flag=True,
+    help="--out holds a previous run: move it aside to OUT.old-<time> and start afresh (nothing is deleted). "
+         "Without --resume or --overwrite a non-empty --out is refused.")
+
+
 @click.command("train-3d")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
 @click.option("--labels", default=None, help="Pseudo labels to train on: spg (default), ccl, sam, pvc, frustum; or gt: the per-point ground truth (full supervision, the upper bound; no PVC).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue from the run's newest checkpoint.")
+@_overwrite_opt
 @click.option("--cscs-2d", "cscs_2d", default=None, metavar="ROUND|latest",
               help="CSCS 2D->3D: supervise with the 2D teacher's predictions of this round.")
 @_config_opt
 @_set_opt
-def train_3d_cmd(data, labels, out, resume, cscs_2d, config_path, sets):
+def train_3d_cmd(data, labels, out, resume, overwrite, cscs_2d, config_path, sets):
     """Train the 3D SparseUNet + vote head on pseudo labels (EMA teacher, PVC loop, checkpoints, metrics.csv)."""
     from .train3d import Train3DConfig, train_3d
 
@@ -71,7 +78,7 @@ def train_3d_cmd(data, labels, out, resume, cscs_2d, config_path, sets):
     if cscs_2d:
         extra.append(f"cscs.round={cscs_2d}")
     cfg = _load_config(Train3DConfig, config_path, [*sets, *extra])
-    summary = train_3d(data, out, cfg, resume=resume)
+    summary = train_3d(data, out, cfg, resume=resume, overwrite=overwrite)
     _summary_out(summary, out)
 
 
@@ -120,6 +127,7 @@ def eval_3d_cmd(run, data, rsc, min_points, json_path):
 @click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue from the run's newest checkpoint.")
+@_overwrite_opt
 @click.option("--pseudo-masks", type=click.Choice(["sam"]), default=None,
               help="Use the sam stage's box-prompt masks as 2D pseudo masks.")
 @click.option("--masks", type=click.Choice(["boxes", "gt"]), default=None,
@@ -131,14 +139,14 @@ def eval_3d_cmd(run, data, rsc, min_points, json_path):
               help="torchvision-format ImageNet ResNet weights (.pth); random init otherwise.")
 @_config_opt
 @_set_opt
-def train_2d_cmd(data, out, resume, pseudo_masks, masks, cscs_3d, backbone_weights, config_path, sets):
+def train_2d_cmd(data, out, resume, overwrite, pseudo_masks, masks, cscs_3d, backbone_weights, config_path, sets):
     """Train the 2D BoxInst (CondInst) + IPG segmenter from 2D boxes (EMA teacher, checkpoints, metrics.csv)."""
     from .train2d import Train2DConfig, train_2d
 
     extra = [f"{k}={v}" for k, v in (("pseudo_masks", pseudo_masks), ("masks", masks), ("cscs_3d", cscs_3d),
                                       ("backbone_weights", backbone_weights)) if v]
     cfg = _load_config(Train2DConfig, config_path, [*sets, *extra])
-    summary = train_2d(data, out, cfg, resume=resume)
+    summary = train_2d(data, out, cfg, resume=resume, overwrite=overwrite)
     _summary_out(summary, out)
 
 

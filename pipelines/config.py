@@ -26,6 +26,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .config_types import ConfigValueError, check_field
+
 #: Presets shipped with the package (``configs/<name>.yaml`` next to this package's modules).
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = ("waymo", "kitti", "synthetic-tiny", "cpu-bench")
@@ -76,7 +78,8 @@ def _coerce(value: Any, current: Any) -> Any:
 def apply_overrides(cfg: Any, overrides: dict[str, Any], _prefix: str = "") -> Any:
     """Return a copy of dataclass ``cfg`` with dotted-key overrides (``{"optim.lr": 1e-3}``) applied.
 
-    Raises ``ConfigError`` naming the full dotted key when a key is not a field or a section is set to a value.
+    Raises ``ConfigError`` naming the full dotted key when a key is not a field, a section is set to a value,
+    or a value has the wrong type or lies outside its range (``config_types``).
     """
     for key, value in overrides.items():
         head, _, rest = key.partition(".")
@@ -96,7 +99,11 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], _prefix: str = "") -> A
                                   f"e.g. {full}.{dataclasses.fields(current)[0].name}=...")
             cfg = dataclasses.replace(cfg, **{head: apply_overrides(current, value, f"{full}.")})
         else:
-            cfg = dataclasses.replace(cfg, **{head: _coerce(value, current)})
+            try:
+                value = _coerce(check_field(type(cfg), head, value, full), current)
+            except ConfigValueError as e:
+                raise ConfigError(str(e)) from None
+            cfg = dataclasses.replace(cfg, **{head: value})
     return cfg
 
 

@@ -62,24 +62,27 @@ def slice_shards(num_shards: int, shard_index: int | None = None, num_slices: in
     return list(range(shard_index, num_shards, num_slices))
 
 
-def shard_inputs(root: Path, stage: str, shard_name: str, frames_sha256: str, cfg: dict,
-                 predictions: dict[str, tuple[str, int]]) -> dict:
-    """Checksums of everything a stage's output shard depends on."""
+def shard_inputs(root: Path, stage: str, info, cfg: dict, predictions: dict[str, tuple[str, int]],
+                 verify: bool = False) -> dict:
+    """Verified checksums of everything a stage's output shard depends on: the frame shard (against the
+    manifest), prediction and dependency label shards (against their stamps). Size and mtime guard each
+    one; ``verify`` hashes every byte. A missing or damaged input raises, naming the file."""
+    from ..data.integrity import check_file
     from ..data.prediction_store import round_dir
-    from ..data.store import sha256_file
 
-    inputs = {"frames": frames_sha256}
+    inputs = {"frames": check_file(Path(root) / info.path, info.sha256, verify=verify,
+                                   hint="restore it, or convert the dataset again")}
     for name, (source, rnd) in predictions.items():
-        path = round_dir(root, source, rnd) / f"{shard_name}.parquet"
+        path = round_dir(root, source, rnd) / f"{info.name}.parquet"
         if not path.exists():
             raise StoreError(f"{path}: missing; stage '{stage}' needs {source} predictions of round {rnd}")
-        inputs[f"predictions/{source}/{name}"] = sha256_file(path)
+        inputs[f"predictions/{source}/{name}"] = check_file(path, verify=verify,
+                                                            hint=f"export round {rnd} again (`mwsis predict-{source}`)")
     for dep in STAGES[stage].dependencies(cfg):
-        try:
-            inputs[f"labels/{dep}"] = label_shard_checksum(root, dep, shard_name)
-        except FileNotFoundError:
-            raise StoreError(f"{root}/labels/{dep}/{shard_name}.parquet: missing; stage '{stage}' needs stage "
-                             f"'{dep}' first (run `mwsis stage {dep} --data {root}`)") from None
+        if not label_shard_path(root, dep, info.name).exists():
+            raise StoreError(f"{root}/labels/{dep}/{info.name}.parquet: missing; stage '{stage}' needs stage "
+                             f"'{dep}' first (run `mwsis stage {dep} --data {root}`)")
+        inputs[f"labels/{dep}"] = label_shard_checksum(root, dep, info.name, verify=verify)
     return inputs
 
 
@@ -90,20 +93,23 @@ def resolved_config(stage: str, overrides: dict[str, dict] | None = None) -> dic
 
 
 def run_stage_shard(root: str, stage: str, config: dict, shard_pos: int, force: bool = False,
-                    tick=None) -> ShardResult:
+                    tick=None, verify: bool = False, ds=None) -> ShardResult:
     """Label one shard with one stage. Never raises for data problems: they come back as 'failed'.
 
-    ``config`` is ``resolved_config(stage, ...)``: {section: {field: value}}.
+    ``config`` is ``resolved_config(stage, ...)``: {section: {field: value}}. ``verify``: the up-to-date
+    check hashes every input and output byte instead of trusting unchanged sizes and mtimes. ``ds``: the
+    dataset opened once by the caller, so that the stages of one run hash each frame shard once.
     """
     t0 = time.time()
-    ds = open_dataset(root)
+    ds = open_dataset(root) if ds is None else ds
     info = ds.manifest.shards[shard_pos]
     where = f"shard {info.name} of stage {stage}"
     dest = label_shard_path(ds.root, stage, info.name)
     try:
         # A finished shard is a whole file (renamed into place), so it can be found current without the lock:
         # rerunning on a read-only copy of a finished dataset still works.
-        if not force and _expected(ds, stage, config, info)[-1] == label_shard_metadata(ds.root, stage, info.name):
+        if not force and (_expected(ds, stage, config, info, verify)[-1]
+                          == label_shard_metadata(ds.root, stage, info.name, verify)):
             tidy_temps(dest)  # a writer killed while redoing this finished shard left a temp file
             if tick:
                 tick(info.frames)
@@ -126,11 +132,11 @@ def run_stage_shard(root: str, stage: str, config: dict, shard_pos: int, force: 
         return ShardResult(stage, info.name, "failed", info.frames, time.time() - t0, str(e))
 
 
-def _expected(ds, stage: str, config: dict, info) -> tuple:
+def _expected(ds, stage: str, config: dict, info, verify: bool = False) -> tuple:
     """(built config, prediction rounds, input checksums, the metadata a current output shard records)."""
     cfg = build_configs(STAGES[stage].sections, config)
     predictions = STAGES[stage].predictions_fn(ds.root, cfg) if STAGES[stage].predictions_fn else {}
-    inputs = shard_inputs(ds.root, stage, info.name, info.sha256, cfg, predictions)
+    inputs = shard_inputs(ds.root, stage, info, cfg, predictions, verify)
     return cfg, predictions, inputs, {"stage": stage, "config": config, "code_version": __version__, "inputs": inputs}
 
 
@@ -174,7 +180,7 @@ def _label_shard(ds, stage: str, config: dict, shard_pos: int, force: bool, tick
 
 def run_stages(root: Path | str, stages: list[str], configs: dict[str, dict] | None = None,
                shard_positions: list[int] | None = None, workers: int = 1, force: bool = False,
-               show_progress: bool = True) -> list[ShardResult]:
+               show_progress: bool = True, verify: bool = False) -> list[ShardResult]:
     """Run ``stages`` (plus what they depend on, in graph order) over the given shards.
 
     ``configs`` holds overrides per config section, e.g. ``{"spg": {"fg_thresh": 0.05}}``.
@@ -188,7 +194,7 @@ def run_stages(root: Path | str, stages: list[str], configs: dict[str, dict] | N
             if workers > 1 and len(positions) > 1 else None)
     try:
         for stage in resolve_order(stages):
-            results += _run_one_stage(ds, stage, configs, positions, force, pool, show_progress)
+            results += _run_one_stage(ds, stage, configs, positions, force, pool, show_progress, verify)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -196,7 +202,7 @@ def run_stages(root: Path | str, stages: list[str], configs: dict[str, dict] | N
 
 
 def _run_one_stage(ds, stage: str, configs: dict, positions: list[int], force: bool, pool,
-                   show_progress: bool) -> list[ShardResult]:
+                   show_progress: bool, verify: bool = False) -> list[ShardResult]:
     spec = STAGES[stage]
     cfg_dict = resolved_config(stage, configs)
     reason = spec.skip_reason(build_configs(spec.sections, cfg_dict)) if spec.skip_reason else None
@@ -206,10 +212,12 @@ def _run_one_stage(ds, stage: str, configs: dict, positions: list[int], force: b
     frames = sum(ds.manifest.shards[p].frames for p in positions)
     with progress_bar(total=frames, unit="frame", desc=stage, enabled=show_progress) as bar:
         if pool is None:
-            batch = [run_stage_shard(str(ds.root), stage, cfg_dict, p, force, tick=bar.update) for p in positions]
+            batch = [run_stage_shard(str(ds.root), stage, cfg_dict, p, force, tick=bar.update, verify=verify,
+                                     ds=ds) for p in positions]
         else:
             batch = []
-            futs = [pool.submit(run_stage_shard, str(ds.root), stage, cfg_dict, p, force) for p in positions]
+            futs = [pool.submit(run_stage_shard, str(ds.root), stage, cfg_dict, p, force, None, verify)
+                    for p in positions]
             for fut in as_completed(futs):
                 res = fut.result()
                 bar.update(res.frames)
@@ -253,6 +261,8 @@ def parse_shard_list(text: str, num_shards: int) -> list[int]:
             a, b = int(lo), int(hi if dash else lo)
         except ValueError:
             raise ValueError(f"--shards {text!r}: {item!r} is not a position or a range A-B") from None
+        if a > b:
+            raise ValueError(f"--shards {text!r}: {item!r} is a reversed range; write {b}-{a}")
         if not 0 <= a <= b < num_shards:
             raise ValueError(f"--shards {text!r}: {item!r} is outside 0-{num_shards - 1} "
                              f"(the dataset has {num_shards} shards)")

@@ -7,6 +7,7 @@ camera, inside the point range (``pseudolabel.spg.frame_eligible``) — with the
 from __future__ import annotations
 
 from dataclasses import dataclass
+import logging
 from typing import Iterator
 
 import numpy as np
@@ -17,6 +18,8 @@ from ..data.prediction_store import PredictionShard
 from ..data.store import Dataset, ShardError
 from ..pseudolabel.spg import SPGConfig, frame_eligible
 from .sample_order import prediction_row, shuffled_shards
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,11 +87,23 @@ def gt_labels(frame: Frame, shard_path) -> _GTLabels:
     return _GTLabels(frame.frame_id, gt.point_semantic, gt.point_instance)
 
 
+def check_labels(ds: Dataset, labels: str | None, positions: list[int]) -> None:
+    """Before a trainer touches its run directory: the label shards it will read exist and pass their
+    checksums (``LabelShard`` hashes each one), so a wrong ``--labels`` fails first, naming the file."""
+    if not labels or labels == GROUND_TRUTH:
+        return
+    for p in positions:
+        LabelShard(ds, labels, ds.manifest.shards[p].name)
+
+
 def iter_samples(ds: Dataset, labels: str | None, positions: list[int], rng: np.random.Generator | None = None,
-                 cfg: SPGConfig = SPGConfig(), cscs_round: int | None = None) -> Iterator[Sample3D]:
+                 cfg: SPGConfig = SPGConfig(), cscs_round: int | None = None,
+                 skipped: set | None = None) -> Iterator[Sample3D]:
     """Samples of the given shards; with ``rng`` the shard order and the frame order within each shard are
     shuffled (whole-dataset shuffles would need every shard open at once). ``labels`` names a label stage,
-    or :data:`GROUND_TRUTH` for the frames' own ground truth."""
+    or :data:`GROUND_TRUTH` for the frames' own ground truth. With ``skipped`` given, a frame without
+    points the model can use (none in range and seen by a camera) is left out, warned about once, and its
+    id added to the set; without it, such a frame is an error."""
     for info, shard, rows in shuffled_shards(ds, positions, rng):
         lab = LabelShard(ds, labels, info.name) if labels and labels != GROUND_TRUTH else None
         pred = PredictionShard(ds, "2d", cscs_round, info.name) if cscs_round is not None else None
@@ -96,6 +111,12 @@ def iter_samples(ds: Dataset, labels: str | None, positions: list[int], rng: np.
             raise ShardError(lab.path, f"{len(lab)} frames, frame shard {info.path} has {len(shard)} (mismatched shard)")
         for i in rows:
             frame = shard.frame(int(i), images=False)
+            if skipped is not None and not frame_eligible(frame.points, cfg).any():
+                if frame.frame_id not in skipped:
+                    log.warning("%s: frame %s has no points in range and seen by a camera; skipped",
+                                ds.root / info.path, frame.frame_id)
+                skipped.add(frame.frame_id)
+                continue
             targets = prediction_row(pred, int(i), frame.frame_id) if pred is not None else None
             frame_labels = gt_labels(frame, info.path) if labels == GROUND_TRUTH else lab.labels(int(i)) if lab else None
             yield frame_sample(frame, frame_labels, cfg, targets)

@@ -16,7 +16,7 @@ thresholds, radii, DCS settings), ``sam`` adds ``SAMConfig``, ``pvc`` is ``PVCSt
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -33,8 +33,8 @@ class SAMConfig:
     SAM (tests and plumbing checks only: its masks are meaningless). None skips the stage."""
 
     checkpoint: str | None = None
-    model_type: str = "auto"  # vit_h | vit_l | vit_b | auto (from the weights)
-    batch_size: int = 64  # boxes per predict_torch call
+    model_type: Literal["auto", "vit_h", "vit_l", "vit_b"] = "auto"  # vit_h | vit_l | vit_b | auto (from the weights)
+    batch_size: int = field(default=64, metadata={"range": (1, None)})  # boxes per predict_torch call
     device: str | None = None  # default: CUDA when available
 
 
@@ -63,9 +63,9 @@ class PVCStageConfig:
     """PVC as a stage (MWSIS §3.3): vote over the newest ``history`` rounds of 3D teacher predictions."""
 
     base: str = "spg"  # the labels the vote corrects
-    history: int = 4  # N_his
-    tau_low: float = 0.4  # max prob below -> background vote
-    tau_high: float = 0.6  # max prob at or above -> class vote; between -> no vote
+    history: int = field(default=4, metadata={"range": (1, None)})  # N_his
+    tau_low: float = field(default=0.4, metadata={"range": (0.0, 1.0)})  # max prob below -> background vote
+    tau_high: float = field(default=0.6, metadata={"range": (0.0, 1.0)})  # max prob at or above -> class vote; between -> no vote
     min_agree: int | None = None  # T_h: rounds that must agree; None = all available rounds
 
 

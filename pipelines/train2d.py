@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from ..train2d.config import Model2DConfig
+from ..train2d.ipg import ipg_active
 from ..train2d.model import BoxInstModel
 from ..train2d.transforms import collate, prepare_image, sample_train_scale
 from ..train3d.ema import EMAConfig, EMATeacher
 from .samples2d import iter_camera_samples
+from .samples3d import check_labels
 from .cscs_exchange import epoch_round, round_resolver
 from .distributed import barrier
 from .training import autocast, fit, load_run_teacher, setup_run
@@ -40,17 +43,17 @@ class Export2DConfig:
 
 @dataclass(frozen=True)
 class Train2DConfig:
-    epochs: int = 24  # MWSIS §4.2 (24e)
-    images_per_step: int = 2  # per process
-    lr: float = 0.01  # SGD, MWSIS §4.2
+    epochs: int = field(default=24, metadata={"range": (1, None)})  # MWSIS §4.2 (24e)
+    images_per_step: int = field(default=2, metadata={"range": (1, None)})  # per process
+    lr: float = field(default=0.01, metadata={"range": (0.0, None)})  # SGD, MWSIS §4.2
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_iters: int = 500  # linear warm-up from lr * warmup_factor
     warmup_factor: float = 0.001
-    lr_steps: tuple[float, ...] = (2 / 3, 11 / 12)  # fractions of training where lr drops 10x (mmdet 1x)
+    lr_steps: tuple[float, ...] = field(default=(2 / 3, 11 / 12), metadata={"range": (0.0, 1.0)})  # fractions of training where lr drops 10x (mmdet 1x)
     clip_grad: float | None = None
     # optimiser: SGD as MWSIS §4.2 / the authors; "adamw" for short random-init runs (configs/cpu-bench.yaml)
-    optimizer: str = "sgd"
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     norm_decay: bool = False  # authors: weight decay 0 on every norm layer (method.md §10 "Optimisers")
     bias_decay: bool = True  # authors (mmdet default) decay biases; False: no decay on any 1-D parameter
     controller_lr_mult: float = 1.0  # CondInst controller lr factor (BoxInstModel.param_groups)
@@ -59,15 +62,15 @@ class Train2DConfig:
     train_short_sides: tuple[int, ...] | None = None  # None: the paper's multi-scale set (train2d.transforms)
     max_long_side: int | None = None
     test_scale: tuple[int, int] | None = None  # (long, short) at inference; None: the paper's (1333, 800)
-    flip_prob: float = 0.5
-    pseudo_masks: str | None = None  # "sam": SAM box-prompt masks from labels/sam as pseudo masks
+    flip_prob: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    pseudo_masks: Literal["sam"] | None = None  # "sam": SAM box-prompt masks from labels/sam as pseudo masks
     # mask supervision: "boxes" = BoxInst's box losses (the weak setting); "gt" = CondInst's dice loss on the
     # true instance masks (full supervision, the upper-bound row of MWSIS Tab. 1 and 5)
-    masks: str = "boxes"
-    cscs_3d: str | None = None  # "latest" or a round of predictions/3d: CSCS 3D -> 2D
+    masks: Literal["boxes", "gt"] = "boxes"
+    cscs_3d: str | int | None = None  # "latest" or a round of predictions/3d: CSCS 3D -> 2D
     backbone_weights: str | None = None  # ImageNet weights file; None = random init
     device: str | None = None
-    cpu_threads: int = 2
+    cpu_threads: int = field(default=2, metadata={"range": (1, None)})
     model: Model2DConfig = field(default_factory=Model2DConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     export: Export2DConfig = field(default_factory=Export2DConfig)
@@ -160,11 +163,15 @@ def make_optimizer(model: BoxInstModel, cfg: Train2DConfig) -> torch.optim.Optim
 
 
 def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool = False, show_progress: bool = True,
-             stop_after_epoch: int | None = None) -> dict:
+             stop_after_epoch: int | None = None, overwrite: bool = False) -> dict:
+    """Train; returns a summary. ``resume`` continues the run in ``out``; ``overwrite`` moves it aside.
+    SAM labels (``pseudo_masks="sam"``) are checked before anything is written to ``out``."""
     data, run = Path(data), Path(out)
     if cfg.masks not in ("boxes", "gt"):
         raise ValueError(f"train2d masks must be 'boxes' or 'gt', not {cfg.masks!r}")
     dist, device, ds, positions = setup_run(data, cfg.device, cfg.cpu_threads, cfg.seed)
+    if cfg.pseudo_masks == "sam":
+        check_labels(ds, "sam", positions)
     cameras = len(ds.manifest.sensors.get("cameras", [])) or 1
     images = cameras * sum(ds.manifest.shards[p].frames for p in positions)  # upper bound: cameras with boxes
     steps_per_epoch = max(1, math.ceil(images / cfg.images_per_step))
@@ -213,8 +220,9 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
             for t, m in zip(targets, rle_target_maps(targets, "gt_masks", images)[0]):
                 t["mask_targets"] = m
         it = state["step"]
-        teacher_out = None  # the pseudo masks feed only the IPG loss: skip the teacher forward without it
-        if cfg.model.ipg.enabled:
+        # the pseudo masks feed only the IPG loss: skip the teacher forward without it and before its warm-up
+        teacher_out = None
+        if cfg.model.ipg.enabled and ipg_active(it, cfg.model.ipg.warmup_iters):
             with torch.no_grad():
                 teacher_out = (sam_teacher_outputs(targets, images) if cfg.pseudo_masks == "sam"
                                else teacher.model.ipg_teacher_outputs(images, targets))
@@ -251,7 +259,7 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
     state = {"epoch": 0, "step": 0}
     res = fit(run, cfg, {"model": model, "teacher": teacher.model, "optimizer": opt, "scheduler": sched}, state,
               batches, step, steps_per_epoch, cfg.epochs, dist, "train-2d", after_epoch, resume, show_progress,
-              stop_after_epoch, {"data": str(data), "kind": "train-2d"})
+              stop_after_epoch, {"data": str(data), "kind": "train-2d"}, overwrite)
     summary = {"epochs": cfg.epochs, "steps": res["state"]["step"], "seconds": res["seconds"], "device": str(device),
                "preempted": res["preempted"], "last": res["last"]}
     for key in ("cscs_rounds", "export_rounds"):

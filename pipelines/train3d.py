@@ -24,7 +24,7 @@ from ..train3d.ema import EMAConfig, EMATeacher
 from ..train3d.infer import InferConfig
 from ..train3d.losses import LossConfig, segmentor_loss
 from ..train3d.model import SegmentorConfig, VoteSegmentor, make_batch
-from .samples3d import GROUND_TRUTH, iter_samples
+from .samples3d import GROUND_TRUTH, check_labels, iter_samples
 from .cscs_exchange import epoch_round, round_resolver
 from .distributed import barrier
 from .training import autocast, fit, load_run_teacher, setup_run
@@ -37,9 +37,9 @@ class PVCLoopConfig:
     enabled: bool = True
     start_epoch: int | None = None  # E_s; None = half the epochs (authors: 12 of 24, method.md §5)
     every: int = 1  # export + vote every K epochs from E_s on
-    history: int = 4  # N_his
-    tau_low: float = 0.4
-    tau_high: float = 0.6
+    history: int = field(default=4, metadata={"range": (1, None)})  # N_his
+    tau_low: float = field(default=0.4, metadata={"range": (0.0, 1.0)})
+    tau_high: float = field(default=0.6, metadata={"range": (0.0, 1.0)})
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class CSCS2DConfig:
     """CSCS 2D → 3D (MWSIS Eq. 5-6): BCE between the 2D teacher's projected mask probabilities and the
     student's per-class sigmoids; active from ``start_step`` with a linear warm-up."""
 
-    round: str | None = None  # "latest" or a round number of predictions/2d; None = off
+    round: str | int | None = None  # "latest" or a round number of predictions/2d; None = off
     weight: float = 2.0  # alpha_6
     start_step: int = 0
     warmup_steps: int = 100
@@ -56,18 +56,18 @@ class CSCS2DConfig:
 @dataclass(frozen=True)
 class Train3DConfig:
     labels: str = "spg"  # labels/<stage> to train on: spg | ccl | sam | pvc | frustum, or gt (full supervision)
-    epochs: int = 24  # MWSIS §4.2
-    frames_per_step: int = 2  # per process; authors: 2 per GPU on 4 GPUs (batch 8)
-    max_lr: float = 1e-3  # one-cycle maximum (MWSIS §4.2)
+    epochs: int = field(default=24, metadata={"range": (1, None)})  # MWSIS §4.2
+    frames_per_step: int = field(default=2, metadata={"range": (1, None)})  # per process; authors: 2 per GPU on 4 GPUs (batch 8)
+    max_lr: float = field(default=0.001, metadata={"range": (0.0, None)})  # one-cycle maximum (MWSIS §4.2)
     weight_decay: float = 0.01  # AdamW default in the authors' config
-    pct_start: float = 0.4  # one-cycle warm-up fraction (mmdet3d cyclic policy)
+    pct_start: float = field(default=0.4, metadata={"range": (0.0, 1.0)})  # one-cycle warm-up fraction (mmdet3d cyclic policy)
     clip_grad: float = 10.0
     seed: int = 0
     max_steps_per_epoch: int | None = None  # for quick runs and tests
     device: str | None = None  # default: CUDA when available
     # spconv's CPU path runs hundreds of small matrix products per step; OpenMP threads make them slower,
     # badly so on a busy machine (measured: first step 9-50 s with 2 threads under load, 0.1 s with 1)
-    cpu_threads: int = 1
+    cpu_threads: int = field(default=1, metadata={"range": (1, None)})
     model: SegmentorConfig = field(default_factory=SegmentorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -88,10 +88,10 @@ def _sample_dict(s) -> dict:
     return d
 
 
-def _batches(ds, labels, positions, cfg: Train3DConfig, epoch: int, cscs_round):
+def _batches(ds, labels, positions, cfg: Train3DConfig, epoch: int, cscs_round, skipped: set | None = None):
     rng = np.random.default_rng([cfg.seed, epoch, 0])
     buf = []
-    for s in iter_samples(ds, labels, positions, rng, cfg.spg, cscs_round):
+    for s in iter_samples(ds, labels, positions, rng, cfg.spg, cscs_round, skipped):
         buf.append(s)
         if len(buf) == cfg.frames_per_step:
             yield buf
@@ -168,14 +168,17 @@ def run_pvc_round(data: Path, teacher: torch.nn.Module, cfg: Train3DConfig, rnd:
 
 
 def train_3d(data: Path | str, out: Path | str, cfg: Train3DConfig, resume: bool = False,
-             show_progress: bool = True, stop_after_epoch: int | None = None) -> dict:
+             show_progress: bool = True, stop_after_epoch: int | None = None, overwrite: bool = False) -> dict:
     """Train; returns a summary. Writes config/run snapshot, metrics.csv and checkpoints into ``out``.
 
     ``stop_after_epoch`` ends this process after that epoch's checkpoint (as a preempted job would);
-    a later ``resume=True`` run continues the same schedule.
+    a later ``resume=True`` run continues the same schedule. ``overwrite`` moves an existing run aside.
+    The labels are checked (present, checksums) before anything is written to ``out``.
     """
     data, run = Path(data), Path(out)
     dist, device, ds, positions = setup_run(data, cfg.device, cfg.cpu_threads, cfg.seed)
+    check_labels(ds, cfg.labels, positions)
+    skipped: set[str] = set()  # frames without usable points: warned about once each, counted in the summary
     frames = sum(ds.manifest.shards[p].frames for p in positions)
     steps_per_epoch = math.ceil(frames / cfg.frames_per_step)
     if cfg.max_steps_per_epoch:
@@ -194,7 +197,7 @@ def train_3d(data: Path | str, out: Path | str, cfg: Train3DConfig, resume: bool
 
     def batches(epoch, state):
         rnd = epoch_round(state, epoch, resolve, dist) if resolve else None
-        return _batches(ds, state["labels"], positions, cfg, epoch, rnd)
+        return _batches(ds, state["labels"], positions, cfg, epoch, rnd, skipped)
 
     def step(samples, state):
         out = train_step(ddp_model, teacher, opt, sched, samples, cfg, state["step"], state["epoch"], device)
@@ -213,11 +216,14 @@ def train_3d(data: Path | str, out: Path | str, cfg: Train3DConfig, resume: bool
     state = {"epoch": 0, "step": 0, "labels": cfg.labels, "pvc_rounds": []}
     res = fit(run, cfg, {"model": model, "teacher": teacher.model, "optimizer": opt, "scheduler": sched}, state,
               batches, step, steps_per_epoch, cfg.epochs, dist, "train-3d", after_epoch, resume, show_progress,
-              stop_after_epoch, {"data": str(data), "kind": "train-3d"})
+              stop_after_epoch, {"data": str(data), "kind": "train-3d"}, overwrite)
     state, last = res["state"], res["last"]
     summary = {"epochs": cfg.epochs, "steps": state["step"], "seconds": res["seconds"], "device": str(device),
                "labels": state["labels"], "pvc_rounds": state["pvc_rounds"], "preempted": res["preempted"],
-               "last": last}
+               "last": last, "skipped_frames": len(skipped)}
+    if skipped:
+        log.warning("train-3d: %d frames without usable points were skipped (first: %s)", len(skipped),
+                    sorted(skipped)[0])
     if "cscs_rounds" in state:
         summary["cscs_rounds"] = state["cscs_rounds"]
     log.info("train-3d: %d steps on %s in %.1f s, final loss %.4f", state["step"], device, summary["seconds"],

@@ -184,7 +184,8 @@ def _checkpoint(run: Path, cfg: Any, parts: dict[str, Any], state: dict, name: s
 
 def fit(run: Path, cfg: Any, parts: dict[str, Any], state: dict, batches, step, steps_per_epoch: int,
         epochs: int, dist: DistInfo, desc: str, after_epoch=None, resume: bool = False,
-        show_progress: bool = True, stop_after_epoch: int | None = None, extra_snapshot: dict | None = None) -> dict:
+        show_progress: bool = True, stop_after_epoch: int | None = None, extra_snapshot: dict | None = None,
+        overwrite: bool = False) -> dict:
     """The epoch loop both trainers share.
 
     ``parts``: name -> object with ``state_dict``/``load_state_dict`` (model, teacher, optimizer, scheduler),
@@ -197,10 +198,54 @@ def fit(run: Path, cfg: Any, parts: dict[str, Any], state: dict, batches, step, 
     ``state["batch"]`` counts the epoch's batches done, and returns with ``preempted`` set. Resuming from it
     replays the epoch's batch stream (seeded by (seed, epoch)) without training on the first ``batch``
     batches, so a preempted and resumed run ends with the same weights as an uninterrupted one.
+
+    A run directory that already holds files is left alone unless ``resume`` (same kind of run) or
+    ``overwrite`` (it is moved aside first): see ``claim_run_dir``. Callers check their inputs before this.
     """
+    if dist.is_main:
+        claim_run_dir(run, desc, resume, overwrite)
+    barrier(dist)
     with _run_lock(run, dist):
         return _fit(run, cfg, parts, state, batches, step, steps_per_epoch, epochs, dist, desc, after_epoch, resume,
                     show_progress, stop_after_epoch, extra_snapshot)
+
+
+def claim_run_dir(run: Path, kind: str, resume: bool, overwrite: bool) -> Path | None:
+    """Make ``run`` safe to write: a missing or empty directory (or one with only ``slurm/``) is fine; one
+    that holds files needs
+    ``resume`` (and must be a ``kind`` run) or ``overwrite``, which renames it to ``<run>.old-<time>``
+    instead of deleting anything. Returns where an old run was moved, else None."""
+    import time
+
+    from .slurm_train import SLURM_DIR
+
+    run = Path(run)
+    # RUN/slurm/ (job scripts and logs) exists before a SLURM job's first start: not a run yet
+    if not run.exists() or not any(p.name != SLURM_DIR for p in run.iterdir()):
+        return None
+    try:
+        found = json.loads((run / "run.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        found = None
+    what = f"a {found} run" if found else "files that are not a training run"
+    if overwrite:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dest, n = run.with_name(f"{run.name}.old-{stamp}"), 1
+        while dest.exists():
+            dest, n = run.with_name(f"{run.name}.old-{stamp}-{n}"), n + 1
+        run.rename(dest)
+        log.warning("%s: moved the previous run aside to %s (--overwrite)", run, dest)
+        return dest
+    if resume and found == kind:
+        return None
+    if resume:
+        raise StoreError(f"{run}: --resume needs a {kind} run here, but it holds {what}; choose another --out")
+    newest = None
+    with contextlib.suppress(StoreError):
+        newest = latest_checkpoint(run)
+    has = f" (newest checkpoint {newest.name})" if newest is not None else ""
+    raise StoreError(f"{run}: already holds {what}{has}; pass --resume to continue it, or --overwrite to move "
+                     f"it aside to {run.name}.old-<time> and start afresh")
 
 
 @contextlib.contextmanager
@@ -255,7 +300,8 @@ def _fit(run, cfg, parts, state, batches, step, steps_per_epoch, epochs, dist, d
     # rows after the checkpoint (or all rows, starting over) were logged by a run that was killed or replaced
     metrics.truncate_after(state["step"])
     if dist.is_main:
-        snapshot_run(run, cfg, {"resumed_from": None if ckpt is None else ckpt.name, **(extra_snapshot or {})})
+        snapshot_run(run, cfg, {"resumed_from": None if ckpt is None else ckpt.name, "kind": desc,
+                                **(extra_snapshot or {})})
     t0 = time.time()
     last: dict = {}
     with Preemption(run, dist) as preempt:

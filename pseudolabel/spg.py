@@ -40,8 +40,8 @@ Bugs of the authors' code we do not reproduce: the second-projection ``u1 < y2``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Mapping
 
 import numpy as np
 from numba import njit
@@ -59,21 +59,21 @@ POINT_RANGE = (-80.0, -80.0, -2.0, 80.0, 80.0, 4.0)
 
 @dataclass(frozen=True)
 class SPGConfig:
-    fg_thresh: float = 0.1  # Eq. 3: prop < 0.1 -> foreground (authors' code: 0.05)
-    bg_thresh: float = 0.5  # Eq. 3: prop > 0.5 -> background
+    fg_thresh: float = field(default=0.1, metadata={"range": (0.0, 1.0)})  # Eq. 3: prop < 0.1 -> foreground (authors' code: 0.05)
+    bg_thresh: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # Eq. 3: prop > 0.5 -> background
     bg_inclusive: bool = False  # authors' code: prop >= 0.5 -> background
-    radii: tuple[float, ...] = CCL_RADII  # vehicle, pedestrian, cyclist (authors: same)
-    ccl_mode: str = "xy"  # authors: XY distance; "xyz" available
-    dcs_variant: str = "authors"  # or "union_find" (with azimuth wrap-around)
-    dcs_rel_thresh: float = 0.0048  # authors: 0.24 / 50
-    dcs_window_scale: float = 500.0  # authors: window int(clip(500 / row_max, 12, 50) / 2)
-    dcs_window_min: float = 12.0
-    dcs_window_max: float = 50.0
-    dcs_points: str = "eligible"  # "eligible" (authors' loader) | "in_range" (their offline tool) | "top"
-    point_range: tuple[float, ...] = POINT_RANGE  # strict inequalities, as mmdet3d in_range_3d
+    radii: tuple[float, ...] = field(default=CCL_RADII, metadata={"range": (0.0, None), "length": 3})  # vehicle, pedestrian, cyclist (authors: same)
+    ccl_mode: Literal["xy", "xyz"] = "xy"  # authors: XY distance; "xyz" available
+    dcs_variant: Literal["authors", "union_find"] = "authors"  # or "union_find" (with azimuth wrap-around)
+    dcs_rel_thresh: float = field(default=0.0048, metadata={"range": (0.0, None)})  # authors: 0.24 / 50
+    dcs_window_scale: float = field(default=500.0, metadata={"range": (0.0, None)})  # authors: window int(clip(500 / row_max, 12, 50) / 2)
+    dcs_window_min: float = field(default=12.0, metadata={"range": (1.0, None)})
+    dcs_window_max: float = field(default=50.0, metadata={"range": (1.0, None)})
+    dcs_points: Literal["eligible", "in_range", "top"] = "eligible"  # "eligible" (authors' loader) | "in_range" (their offline tool) | "top"
+    point_range: tuple[float, ...] = field(default=POINT_RANGE, metadata={"length": 6})  # strict inequalities, as mmdet3d in_range_3d
     drop_nlz: bool = True  # the authors' converter drops no-label-zone points altogether
     exclusive: bool = True  # ours: boxes take clusters in turn, largest cluster first (authors: False)
-    overlap: str = "last"  # points kept by several boxes: "last" (authors) | "nearest" (range-based)
+    overlap: Literal["last", "nearest"] = "last"  # points kept by several boxes: "last" (authors) | "nearest" (range-based)
 
     @classmethod
     def authors(cls, **kw) -> "SPGConfig":

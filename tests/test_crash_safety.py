@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from mwsis.data.integrity import IntegrityError, check_file
+
 from mwsis.data.label_store import LabelShard
 from mwsis.data.schema import table_row_to_frame
 from mwsis.data.store import open_dataset
@@ -80,6 +82,10 @@ def is_temp(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
+def is_stamp(name: str) -> bool:  # data/integrity.py's checksum records
+    return name.startswith(".") and name.endswith(".parquet.sha256")
+
+
 def assert_whole(root: Path, labels: bool) -> int:
     """Every visible file under ``root`` is complete and valid; returns the number of temp files seen."""
     temps = 0
@@ -94,6 +100,8 @@ def assert_whole(root: Path, labels: bool) -> int:
         if is_temp(p.name):
             temps += 1
             continue
+        if is_stamp(p.name):
+            continue
         assert p.suffix == ".parquet" and p.stem in UNITS, f"stray file {p}"
         if p.stem not in listed:  # renamed, but the manifest was not rewritten yet: still a whole shard
             f = pq.ParquetFile(p)
@@ -103,10 +111,15 @@ def assert_whole(root: Path, labels: bool) -> int:
         for stage_dir in (root / "labels").iterdir():
             assert stage_dir.name in STAGES, f"stray directory {stage_dir}"
             for p in stage_dir.iterdir():
-                if p.name == ".locks" or is_temp(p.name):
+                if p.name == ".locks" or is_temp(p.name) or is_stamp(p.name):
                     temps += is_temp(p.name)
                     continue
                 assert p.suffix == ".parquet" and p.stem in listed, f"stray file {p}"
+                try:
+                    check_file(p, verify=True)
+                except IntegrityError:
+                    temps += 1  # killed between the stamp's rename and the shard's: not current, rewritten
+                    continue
                 shard = LabelShard(ds, stage_dir.name, p.stem)
                 info = ds.manifest.shards[[s.name for s in ds.manifest.shards].index(p.stem)]
                 assert [lab.frame_id for lab in shard] == info.frame_ids

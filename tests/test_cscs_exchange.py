@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mwsis.data.integrity import stamp_path
 from mwsis.data.prediction_store import PredictionShard, list_rounds, round_dir
 from mwsis.data.store import open_dataset
 from mwsis.pipelines import train3d
@@ -56,6 +57,7 @@ def test_3d_latest_follows_new_rounds_and_resume_keeps_the_recorded_one(exported
         dest.mkdir(exist_ok=True)
         for name in shards if only is None else [only]:
             shutil.copy2(held / f"round={min(rnd, 2)}" / name, dest / name)
+            shutil.copy2(stamp_path(held / f"round={min(rnd, 2)}" / name), stamp_path(dest / name))  # its checksum
 
     run = tmp_path / "run3d"
     cfg = load_config(Train3DConfig, CONFIGS / "train3d-tiny.yaml",

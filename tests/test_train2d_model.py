@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchvision.models import resnet18
+from torchvision.models import regnet_x_400mf, resnet18
 
 from mwsis.train2d.backbone import ResNetFPN
 from mwsis.train2d.config import BackboneConfig, Model2DConfig
@@ -49,6 +49,23 @@ def test_backbone_levels_and_weights_file(tmp_path):
     torch.save(ref.state_dict(), tmp_path / "r18.pth")
     loaded = ResNetFPN(BackboneConfig(depth=18, norm="BN", weights_path=str(tmp_path / "r18.pth")))
     assert torch.equal(loaded.body.layer3[0].conv1.weight, ref.layer3[0].conv1.weight)
+
+
+def test_regnet_backbone_levels_frozen_stages_and_weights(tmp_path):
+    cfg = BackboneConfig(arch="regnet_x_400mf", fpn_channels=32, norm="BN", frozen_stages=1)
+    bb = ResNetFPN(cfg)
+    feats = bb(torch.randn(1, 3, 128, 192))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(16, 24), (8, 12), (4, 6), (2, 3), (1, 2)]
+    assert not any(p.requires_grad for p in bb.body.block1.parameters())
+    assert all(p.requires_grad for p in bb.body.block2.parameters())
+    ref = regnet_x_400mf()
+    torch.save(ref.state_dict(), tmp_path / "rx.pth")
+    loaded = ResNetFPN(BackboneConfig(arch="regnet_x_400mf", norm="BN", weights_path=str(tmp_path / "rx.pth")))
+    assert torch.equal(loaded.body.block3[0].proj[0].weight, ref.trunk_output.block3[0].proj[0].weight)
+    with pytest.raises(ValueError, match="not a torchvision checkpoint"):
+        ResNetFPN(BackboneConfig(depth=18, norm="BN", weights_path=str(tmp_path / "rx.pth")))
+    with pytest.raises(ValueError, match="unsupported backbone arch 'vgg'"):
+        ResNetFPN(BackboneConfig(arch="vgg"))
 
 
 def test_forward_losses_backward_and_predict_shapes(tiny):

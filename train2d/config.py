@@ -10,6 +10,7 @@ Iteration counts (warm-ups) are in optimiser steps at the authors' global batch 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,11 @@ class BackboneConfig:
     ImageNet weights from ``weights_path`` (RGB, ImageNet mean/std), see ``Model2DConfig.pixel_mean``.
     """
 
+    # "resnet" (the paper) or a CPU-light "regnet_x_400mf" / "regnet_x_800mf" (``depth`` then unused)
+    arch: Literal["resnet", "regnet_x_400mf", "regnet_x_800mf"] = "resnet"
     depth: int = 50
     fpn_channels: int = 256
-    norm: str = "FrozenBN"
+    norm: Literal["FrozenBN", "BN"] = "FrozenBN"
     frozen_stages: int = 1
     weights_path: str | None = None
 
@@ -61,7 +64,7 @@ class CondInstConfig:
     branch_in_levels: tuple[int, ...] = (0, 1, 2)  # P3, P4, P5 (indices into the FPN outputs)
     branch_channels: int = 128
     branch_num_convs: int = 4
-    branch_norm: str = "BN"  # authors/AdelaiDet: BN in the mask branch; "GN" is an option for tiny batches
+    branch_norm: Literal["BN", "GN"] = "BN"  # authors/AdelaiDet: BN in the mask branch; "GN" is an option for tiny batches
     mask_channels: int = 16  # mask-feature channels at stride 8
     head_channels: int = 8  # dynamic 1x1 convs
     head_num_layers: int = 3

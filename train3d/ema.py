@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -31,9 +31,9 @@ __all__ = ["EMAConfig", "ema_momentum", "EMATeacher"]
 
 @dataclass(frozen=True)
 class EMAConfig:
-    ramp: float = 5000.0
-    batch_per_gpu: int = 2
-    max_momentum: float = 0.999
+    ramp: float = field(default=5000.0, metadata={"range": (1e-09, None)})
+    batch_per_gpu: int = field(default=2, metadata={"range": (1, None)})
+    max_momentum: float = field(default=0.999, metadata={"range": (0.0, 1.0)})
 
 
 def ema_momentum(step: int, cfg: EMAConfig = EMAConfig()) -> float:

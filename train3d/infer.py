@@ -14,7 +14,8 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,10 +28,10 @@ __all__ = ["InferConfig", "Prediction", "predict_semantic", "cluster_instances",
 
 @dataclass(frozen=True)
 class InferConfig:
-    score_thresh: float = 0.5
-    radii: tuple[float, ...] = CCL_RADII
-    ccl_mode: str = "xy"  # authors: XY; "xyz" available
-    min_points: int = 1  # 1 = every component is an instance (authors)
+    score_thresh: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    radii: tuple[float, ...] = field(default=CCL_RADII, metadata={"range": (0.0, None), "length": 3})
+    ccl_mode: Literal["xy", "xyz"] = "xy"  # authors: XY; "xyz" available
+    min_points: int = field(default=1, metadata={"range": (1, None)})  # 1 = every component is an instance (authors)
 
 
 @dataclass

@@ -16,7 +16,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,14 +27,14 @@ __all__ = ["LossConfig", "class_balance_weights", "encode_votes", "decode_votes"
 
 @dataclass(frozen=True)
 class LossConfig:
-    gamma: float = 3.0
-    alpha: float = 0.8
+    gamma: float = field(default=3.0, metadata={"range": (0.0, None)})
+    alpha: float = field(default=0.8, metadata={"range": (0.0, 1.0)})
     sem_weight: float = 100.0  # alpha_4 (Eq. 10)
     vote_weight: float = 1.0  # alpha_5 (Eq. 10)
     # not in the paper (0 = off): positives of class c weigh (negatives_c / positives_c) ** class_balance,
     # counted in the batch, so that rare classes (cyclists: ~1 % of the points) are learnt in short runs
-    class_balance: float = 0.0
-    class_balance_max: float = 100.0  # cap on that weight
+    class_balance: float = field(default=0.0, metadata={"range": (0.0, None)})
+    class_balance_max: float = field(default=100.0, metadata={"range": (1.0, None)})  # cap on that weight
 
 
 def encode_votes(d: torch.Tensor) -> torch.Tensor:

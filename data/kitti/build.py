@@ -194,6 +194,8 @@ def read_kitti_frame(src: Path | str, stem: str, index: int, columns: int = 2048
         with Image.open(io.BytesIO(data)) as im:  # the header is enough for the size
             size, fmt = im.size, (im.format or "png").lower()
     except (UnidentifiedImageError, OSError) as e:
-        raise KittiFormatError(str(img_p), f"not a readable image ({e})") from None
+        # PIL's message names its BytesIO, not the file: say what the bytes are instead
+        raise KittiFormatError(str(img_p), f"not a readable image: {len(data)} bytes starting {data[:8]!r}, "
+                                           "expected PNG or JPEG data") from None
     return kitti_frame(index, scan, calib, objects, data, size, "jpeg" if fmt == "jpg" else fmt, columns, reference,
                        {"calib": str(calib_p), "label": str(label_p)})

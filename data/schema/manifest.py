@@ -42,9 +42,58 @@ class Manifest:
         version = d.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ValueError(f"{where}: field 'schema_version' is {version!r}; this mwsis reads version {SCHEMA_VERSION}")
-        try:
-            shards = [ShardInfo(**s) for s in d["shards"]]
-            return Manifest(class_names=list(d["class_names"]), sensors=dict(d["sensors"]), shards=shards,
-                            source=dict(d.get("source", {})), schema_version=version, format=d["format"])
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"{where}: malformed manifest ({e})") from e
+        for key, kind in (("class_names", list), ("sensors", dict), ("shards", list)):
+            if not isinstance(d.get(key), kind):
+                raise ValueError(f"{where}: field {key!r} is {_kind(d.get(key))}, expected a {kind.__name__}")
+        shards = [_shard_info(s, f"{where}: shards[{i}]") for i, s in enumerate(d["shards"])]
+        _reject_duplicates(shards, where)
+        return Manifest(class_names=list(d["class_names"]), sensors=dict(d["sensors"]), shards=shards,
+                        source=dict(d.get("source") or {}), schema_version=version, format=d["format"])
+
+
+# every field of a shard entry and its JSON type; bool is excluded from int on purpose
+_SHARD_FIELDS = {"name": str, "path": str, "frames": int, "frame_ids": list, "bytes": int, "sha256": str}
+
+
+def _kind(v) -> str:
+    return "missing" if v is None else type(v).__name__
+
+
+def _shard_info(s, where: str) -> ShardInfo:
+    """One manifest shard entry, type-checked field by field: the error names the entry and the field."""
+    if not isinstance(s, dict):
+        raise ValueError(f"{where}: is {_kind(s)}, expected an object with fields {list(_SHARD_FIELDS)}")
+    name = s.get("name")
+    where = f"{where} ({name!r})" if isinstance(name, str) else where
+    for key, kind in _SHARD_FIELDS.items():
+        v = s.get(key)
+        if not isinstance(v, kind) or isinstance(v, bool):
+            raise ValueError(f"{where}: field {key!r} is {_kind(v)}, expected {kind.__name__}")
+    unknown = sorted(set(s) - set(_SHARD_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: unknown fields {unknown}")
+    if not all(isinstance(f, str) for f in s["frame_ids"]):
+        raise ValueError(f"{where}: field 'frame_ids' must hold strings")
+    if s["frames"] != len(s["frame_ids"]) or s["frames"] < 0:
+        raise ValueError(f"{where}: field 'frames' is {s['frames']}, but 'frame_ids' lists {len(s['frame_ids'])}")
+    if s["bytes"] < 0 or len(s["sha256"]) != 64 or any(c not in "0123456789abcdef" for c in s["sha256"]):
+        raise ValueError(f"{where}: field 'bytes' must be >= 0 and 'sha256' 64 lowercase hex digits")
+    return ShardInfo(**s)
+
+
+def _reject_duplicates(shards: list[ShardInfo], where: str) -> None:
+    """A shard listed twice would be read (and scored) twice; a frame id in two shards is ambiguous."""
+    for key in ("name", "path"):
+        seen: dict[str, int] = {}
+        for i, s in enumerate(shards):
+            v = getattr(s, key)
+            if v in seen:
+                raise ValueError(f"{where}: shards[{seen[v]}] and shards[{i}] have the same {key} {v!r}")
+            seen[v] = i
+    owner: dict[str, str] = {}
+    for s in shards:
+        for fid in s.frame_ids:
+            if fid in owner:
+                where_first = "twice in shard" if owner[fid] == s.name else f"in shards {owner[fid]!r} and"
+                raise ValueError(f"{where}: frame id {fid!r} appears {where_first} {s.name!r}")
+            owner[fid] = s.name
