@@ -60,14 +60,17 @@ def main() -> None:
     t0, info = time.time(), machine()
     exp = load_section("experiment", args.config)
     cfg2 = load_section("train2d", args.config, args.sets)
-    train, val = prepare_data(args.data, exp)
-    extra = {"train_frames": exp.train_frames, "val_frames": exp.val_frames}
+    train, val = prepare_data(args.data, exp, for_2d=True)  # the 2D rows' images (experiment.cameras_2d)
+    extra = {"train_frames": exp.train_frames, "val_frames": exp.val_frames, "train_data": str(train)}
     if "+ IPG + CSCS" in args.rows and not (train / "predictions" / "3d" / "round=1").exists():
-        run_stages(train, ["spg"], show_progress=False)
+        # the 3D teacher trains in the 3D regime (its frames: experiment.cameras) and predicts the 2D frames'
+        # points: the same scenes, seen by every camera of the 2D rows
+        train3d_data, _ = prepare_data(args.data, exp)
+        run_stages(train3d_data, ["spg"], show_progress=False)
         cfg3 = load_section("train3d", args.config, ["labels=spg", "pvc.enabled=false"])
         t = time.time()
         torch.set_num_threads(1)
-        train_3d(train, args.out / "run-3d", cfg3, resume=True, show_progress=False)
+        train_3d(train3d_data, args.out / "run-3d", cfg3, resume=True, show_progress=False)
         teacher3d, cfg3 = load_teacher(args.out / "run-3d", torch.device("cpu"))
         export_predictions(train, teacher3d, cfg3.infer, 1, torch.device("cpu"), {"run": "run-3d"},
                            show_progress=False, spg_cfg=cfg3.spg)

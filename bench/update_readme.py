@@ -13,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RENDERERS = {"experiment-3d": "experiment_3d.py", "experiment-2d": "experiment_2d.py"}
+PROBES = {"regime-2d": "probe_2d.py"}  # one-seed probes that chose (or failed to choose) a regime
 
 
 def renderer(script: str):
@@ -24,7 +25,7 @@ def renderer(script: str):
 
 def main() -> None:
     readme = (ROOT / "README.md").read_text()
-    for name, script in RENDERERS.items():
+    for name, script in {**RENDERERS, **PROBES}.items():
         path = ROOT / "docs" / "experiments" / f"{name}.json"
         if not path.exists():
             continue

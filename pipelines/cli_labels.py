@@ -25,6 +25,12 @@ def _configs(config: str | None, sets: tuple[str, ...], sam_checkpoint: str | No
     return stage_overrides(cfg)
 
 
+def _spg_config(configs: dict):
+    from .stages import build_configs
+
+    return build_configs(("spg",), configs)["spg"]
+
+
 def _report(results) -> None:
     failed = [r for r in results if r.status == "failed"]
     done = sum(r.status == "done" for r in results)
@@ -121,7 +127,7 @@ def pseudolabels_cmd(data, stages, workers, force, do_eval, verify, config, sets
     if do_eval and not any(r.status == "failed" for r in results):
         from .eval_labels import evaluate_labels, format_table
 
-        res = evaluate_labels(data, variants=True)
+        res = evaluate_labels(data, variants=True, spg=_spg_config(_configs(config, sets, sam_checkpoint)))
         if res["frames"]:
             click.echo(format_table(res))
     _report(results)
@@ -135,12 +141,17 @@ def pseudolabels_cmd(data, stages, workers, force, do_eval, verify, config, sets
 @click.option("--variants/--no-variants", default=True, show_default=True,
               help="Also score SPG variants computed in memory: paper vs authors' thresholds and overlap rule, "
                    "authors' vs union-find DCS.")
-def eval_labels_cmd(data, stages, json_path, variants):
+@click.option("--config", default=None, metavar="PRESET|PATH",
+              help="The config the labels were made with (its 'stages' section): the evaluated point range and "
+                   "the base of the SPG variants. Default: the config recorded in the spg label shards.")
+@_set_option
+def eval_labels_cmd(data, stages, json_path, variants, config, sets):
     """Score each stage's pseudo labels against ground truth (point IoU/mIoU, instance AP, SAM mask IoU)."""
     from ..data.store import write_bytes_atomic
     from .eval_labels import evaluate_labels, format_table
 
-    res = evaluate_labels(data, [s for s in stages.split(",")] if stages else None, variants=variants)
+    spg = _spg_config(_configs(config, sets, None)) if config or sets else None
+    res = evaluate_labels(data, [s for s in stages.split(",")] if stages else None, variants=variants, spg=spg)
     if not res["frames"]:
         raise click.ClickException(f"{data}: no frame has per-point ground truth; nothing to evaluate")
     click.echo(format_table(res))

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..data.frame import CLASS_NAMES, NUM_CLASSES
 from ..data.label_store import LabelShard, stages_with_labels
-from ..data.store import Dataset, open_dataset
+from ..data.store import Dataset, StoreError, open_dataset
 from ..pseudolabel.metrics import (InstanceAP, confusion_matrix, evaluated_points, instances_from_labels,
                                    iou_from_confusion, mask_iou)
 from .progress import progress_bar
@@ -76,21 +76,44 @@ SPG_VARIANTS = {
 }
 
 
-def _variant_labels(frame, overrides: dict):
-    from ..pseudolabel.spg import SPGConfig, spg_from_frame
+def _variant_labels(frame, spg):
+    from ..pseudolabel.spg import spg_from_frame
     from .stages import one_instance_per_object
 
-    sem, inst, _ = spg_from_frame(frame, SPGConfig(**overrides))
+    sem, inst, _ = spg_from_frame(frame, spg)
     return sem, one_instance_per_object(inst, frame.boxes2d.object_id)
 
 
+def recorded_spg_config(ds: Dataset):
+    """The SPG config the dataset's ``spg`` labels were made with (recorded in their shards), else None."""
+    from .stages import build_configs
+
+    for info in ds.manifest.shards:
+        try:
+            recorded = LabelShard(ds, "spg", info.name).metadata.get("config")
+        except StoreError:
+            continue
+        if recorded:
+            return build_configs(("spg",), recorded)["spg"]
+    return None
+
+
 def evaluate_labels(ds: Dataset | str, stages: list[str] | None = None, show_progress: bool = True,
-                    variants: bool = False) -> dict:
+                    variants: bool = False, spg=None) -> dict:
     """Score every stage with per-point labels against the ground truth. JSON-ready dict.
 
-    ``variants``: also compute SPG in memory with each of ``SPG_VARIANTS`` and score it the same way.
+    ``spg``: the ``SPGConfig`` the labels were made with (default: the one recorded in the ``spg`` label
+    shards, else the paper's). Its point range is the evaluated point set, and ``variants`` (SPG computed in
+    memory with each of ``SPG_VARIANTS`` on top of it) start from it, so ``spg[paper]`` equals the stored
+    ``spg`` row whatever config made them (e.g. ``--config kitti``).
     """
+    from dataclasses import replace
+
+    from ..pseudolabel.spg import SPGConfig
+
     ds = open_dataset(ds) if not isinstance(ds, Dataset) else ds
+    spg = spg or recorded_spg_config(ds) or SPGConfig()
+    variant_cfgs = {v: replace(spg, **o) for v, o in SPG_VARIANTS.items()}
     stages = stages or stages_with_labels(ds)
     scores = {s: _StageScore() for s in stages}
     if variants:
@@ -104,7 +127,7 @@ def evaluate_labels(ds: Dataset | str, stages: list[str] | None = None, show_pro
                 if frame.gt.point_semantic is None or frame.gt.point_instance is None:
                     continue
                 frames += 1
-                keep = evaluated_points(frame.points.laser_id, frame.points.cam_id, frame.points.xyz)
+                keep = evaluated_points(frame.points.laser_id, frame.points.cam_id, frame.points.xyz, spg.point_range)
                 gt_sem = frame.gt.point_semantic[keep]
                 gt_set = instances_from_labels(gt_sem, frame.gt.point_instance[keep], NUM_CLASSES)
                 gt_fg = (gt_sem >= 0) & (gt_sem < NUM_CLASSES)
@@ -117,7 +140,7 @@ def evaluate_labels(ds: Dataset | str, stages: list[str] | None = None, show_pro
                     if lab.semantic is not None:
                         predictions.append((stage, lab.semantic, lab.instance))
                 if variants:
-                    predictions += [(v, *_variant_labels(frame, o)) for v, o in SPG_VARIANTS.items()]
+                    predictions += [(v, *_variant_labels(frame, c)) for v, c in variant_cfgs.items()]
                 for stage, sem, inst in predictions:
                     sc = scores[stage]
                     sem, inst = sem[keep], inst[keep]

@@ -33,6 +33,9 @@ class ExperimentConfig:
     synth_preset: str = "waymo"  # sensor layout of the synthetic frames (data.synthetic.config)
     image_scale: float = 0.5  # camera resolution factor
     cameras: tuple[int, ...] | None = None  # camera ids of the preset to keep (None: all)
+    # the 2D rows' images: camera ids (None: the same as ``cameras``). When they differ, the 2D experiment
+    # renders its own frames (same scenes, seeds and points) into ``train-2d``/``val-2d``
+    cameras_2d: tuple[int, ...] | None = None
     # object densities (probability that a stream slot holds one); None keeps the preset's value
     p_cyclist: float | None = None
     p_walker: float | None = None
@@ -57,35 +60,40 @@ class ExperimentConfig:
                 raise ValueError(f"experiment.{name} must be a probability in [0, 1], not {v!r}")
         if len(self.seeds) < 1:
             raise ValueError("experiment.seeds needs at least one seed")
-        if self.cameras is not None and len(self.cameras) < 1:
-            raise ValueError("experiment.cameras: give at least one camera id, or null for all")
+        for name, null in (("cameras", "all"), ("cameras_2d", "the same as cameras")):
+            if getattr(self, name) is not None and len(getattr(self, name)) < 1:
+                raise ValueError(f"experiment.{name}: give at least one camera id, or null for {null}")
 
-    def synth_overrides(self) -> dict:
+    def synth_overrides(self, for_2d: bool = False) -> dict:
         from ..data.synthetic import preset
 
         over: dict[str, Any] = {"image_scale": float(self.image_scale)}
-        if self.cameras is not None:
+        wanted, name = ((self.cameras_2d, "cameras_2d") if for_2d and self.cameras_2d is not None
+                        else (self.cameras, "cameras"))
+        if wanted is not None:
             cams = preset(self.synth_preset).cameras
-            missing = sorted(set(self.cameras) - {c.camera_id for c in cams})
+            missing = sorted(set(wanted) - {c.camera_id for c in cams})
             if missing:
-                raise ValueError(f"experiment.cameras: preset {self.synth_preset!r} has no camera {missing} "
+                raise ValueError(f"experiment.{name}: preset {self.synth_preset!r} has no camera {missing} "
                                  f"(it has {[c.camera_id for c in cams]})")
-            over["cameras"] = tuple(c for c in cams if c.camera_id in self.cameras)
+            over["cameras"] = tuple(c for c in cams if c.camera_id in wanted)
         for name in ("p_cyclist", "p_walker", "p_group"):
             if getattr(self, name) is not None:
                 over[name] = float(getattr(self, name))
         return over
 
 
-def prepare_data(out: Path, cfg: ExperimentConfig, workers: int = 1) -> tuple[Path, Path]:
-    """Render (or reuse) ``out/train`` and ``out/val``; returns both paths."""
+def prepare_data(out: Path, cfg: ExperimentConfig, workers: int = 1, for_2d: bool = False) -> tuple[Path, Path]:
+    """Render (or reuse) ``out/train`` and ``out/val``; returns both paths. ``for_2d``: the 2D rows' frames,
+    ``out/train-2d`` and ``out/val-2d`` when ``cameras_2d`` differs from ``cameras`` (same scenes)."""
     from .synth import synth_dataset
 
+    suffix = "-2d" if for_2d and cfg.synth_overrides(True) != cfg.synth_overrides() else ""
     paths = []
     for name, n, seed in (("train", cfg.train_frames, cfg.train_seed), ("val", cfg.val_frames, cfg.val_seed)):
-        path = out / name
+        path = out / f"{name}{suffix}"
         synth_dataset(path, cfg.synth_preset, n, seed=seed, frames_per_sequence=cfg.frames_per_sequence,
-                      workers=workers, overrides=cfg.synth_overrides(), show_progress=False)
+                      workers=workers, overrides=cfg.synth_overrides(bool(suffix)), show_progress=False)
         paths.append(path)
     return paths[0], paths[1]
 
@@ -103,7 +111,24 @@ def machine() -> dict:
             "python": platform.python_version(), "load_avg_start": list(os.getloadavg())}
 
 
-def _init_worker() -> None:
+def _die_with_parent() -> None:
+    """Linux: the kernel sends this worker SIGTERM when the process that started it dies, so a killed
+    experiment (Ctrl-C twice, SIGKILL) does not leave hour-long training runs behind. Elsewhere: nothing."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before the call: nobody will collect our result
+        os._exit(1)
+
+
+def _init_worker(in_pool: bool = False) -> None:
+    if in_pool:
+        _die_with_parent()
     # one thread per run: spconv's CPU path slows down with OpenMP teams on a shared 2-core machine
     os.environ["NUMBA_NUM_THREADS"] = "1"
     import torch
@@ -125,7 +150,8 @@ def run_parallel(fn: Callable[..., dict], jobs: list[dict], parallel: int) -> li
         finally:
             torch.set_num_threads(threads)
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=parallel, mp_context=ctx, initializer=_init_worker) as pool:
+    with cf.ProcessPoolExecutor(max_workers=parallel, mp_context=ctx, initializer=_init_worker,
+                                initargs=(True,)) as pool:
         futures = [pool.submit(fn, **job) for job in jobs]
         out = []
         for job, fut in zip(jobs, futures):

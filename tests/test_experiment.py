@@ -31,6 +31,12 @@ def test_cpu_bench_preset_keeps_one_front_camera_and_two_seeds():
     assert len(exp.seeds) >= 2
     with pytest.raises(ValueError, match="has no camera"):
         ExperimentConfig(cameras=(9,)).synth_overrides()
+    assert exp.synth_overrides(for_2d=True) == over  # cameras_2d unset: the 2D rows use the same frames
+    five = ExperimentConfig(cameras=(1,), cameras_2d=(1, 2, 3, 4, 5))
+    assert [c.camera_id for c in five.synth_overrides(for_2d=True)["cameras"]] == [1, 2, 3, 4, 5]
+    assert [c.camera_id for c in five.synth_overrides()["cameras"]] == [1]
+    with pytest.raises(ValueError, match="experiment.cameras_2d: preset 'waymo' has no camera"):
+        ExperimentConfig(cameras_2d=(7,)).synth_overrides(for_2d=True)
     # both trainers read their sections from the same preset
     assert load_section("train3d", "cpu-bench").loss.class_balance > 0
     assert load_section("train2d", "cpu-bench").optimizer == "adamw"
@@ -43,3 +49,41 @@ def _square(x: int) -> dict:
 def test_run_parallel_keeps_job_order():
     assert run_parallel(_square, [{"x": 3}, {"x": 2}], parallel=2) == [{"x": 9}, {"x": 4}]
     assert run_parallel(_square, [{"x": 5}], parallel=1) == [{"x": 25}]
+
+
+def test_run_parallel_workers_die_with_a_killed_parent(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "jobs.py").write_text(
+        "import os, time\n"
+        "def nap(path):\n"
+        "    open(path, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(120)\n"
+        "    return {}\n")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import jobs\n"
+            "from mwsis.pipelines.experiment import run_parallel\n"
+            "run_parallel(jobs.nap, [{'path': sys.argv[1] + '/w0'}, {'path': sys.argv[1] + '/w1'}], parallel=2)")
+    parent = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    deadline = time.time() + 120
+    while not ((tmp_path / "w0").exists() and (tmp_path / "w1").exists()) and time.time() < deadline:
+        time.sleep(0.2)
+    pids = [int((tmp_path / f"w{i}").read_text()) for i in range(2)]
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its reaper counts as gone
+            return f.read().split()[2] != "Z"
+
+    deadline = time.time() + 20
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in pids), "workers outlived the killed experiment"

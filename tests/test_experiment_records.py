@@ -15,6 +15,14 @@ _spec.loader.exec_module(update_readme)
 RECORDS = update_readme.RENDERERS
 
 
+@pytest.mark.parametrize("name", list(update_readme.PROBES))
+def test_probe_records_are_quoted_by_the_readme(name):
+    rec = json.loads((ROOT / "docs" / "experiments" / f"{name}.json").read_text())
+    assert {"command", "machine", "rows"} <= set(rec) and rec["rows"]
+    table = update_readme.renderer(update_readme.PROBES[name])(rec)
+    assert f"<!-- table:{name} -->\n{table}<!-- /table:{name} -->" in (ROOT / "README.md").read_text()
+
+
 @pytest.mark.parametrize("name", list(RECORDS))
 def test_record_is_complete_and_quoted_by_the_readme(name):
     path = ROOT / "docs" / "experiments" / f"{name}.json"
