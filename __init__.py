@@ -11,14 +11,15 @@ def _numba_cache_fallback() -> None:
     """numba caches compiled kernels beside the sources, else under ``$HOME/.cache``. On a shared, read-only
     install with a read-only HOME (a cluster account) neither works and every ``cache=True`` function fails
     to compile ("no locator available"), even for ``mwsis --help``. Then use a per-user directory under the
-    system temp dir, or run uncached, with one warning. Runs before numba is imported; an explicit
-    ``NUMBA_CACHE_DIR`` always wins."""
+    system temp dir, with one warning. Runs before numba is imported; an explicit ``NUMBA_CACHE_DIR``
+    always wins."""
     import os
     import tempfile
     import warnings
 
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
+
     def writable(d: str) -> bool:  # try it: os.access is wrong for root without CAP_DAC_OVERRIDE
         while not os.path.isdir(d):
             d = os.path.dirname(d)

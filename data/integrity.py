@@ -4,7 +4,7 @@ What a file's bytes must hash to (its *expected* SHA-256) comes from:
 
 - frame shards: the manifest (``ShardInfo.sha256``), written with the shard;
 - label and prediction shards: a *stamp* beside the file, ``.<file>.sha256`` (JSON: sha256, bytes and the
-  file's mtime in ns when it was last hashed), written by our writers right after the file itself.
+  file's mtime in ns), written by our writers after the fsync and before the rename (``sealer``).
 
 Two ways to check a file against it:
 
@@ -22,7 +22,6 @@ it is never rewritten from the file's bytes, so a damaged file cannot bless itse
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -102,7 +101,7 @@ def _create_temp(dest: Path) -> Path:
 def atomic_path(dest: Path | str, before_rename=None):
     """Yield a temporary path beside ``dest``; on success fsync and rename it onto ``dest``.
 
-    ``before_rename(tmp)`` runs after the fsync, before the rename (``integrity.seal`` records the checksum
+    ``before_rename(tmp)`` runs after the fsync, before the rename (``integrity.sealer`` records the checksum
     there, so that a failure leaves the old file and its old record together).
 
     On any error the temporary file is removed and ``dest`` is untouched; OS errors of the write (disk full,

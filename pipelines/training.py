@@ -226,7 +226,9 @@ def claim_run_dir(run: Path, kind: str, resume: bool, overwrite: bool) -> Path |
     try:
         found = json.loads((run / "run.json").read_text()).get("kind")
     except (OSError, ValueError, AttributeError):
-        found = None
+        # a run killed before it wrote run.json holds only run files: still ours to resume
+        own = {"metrics.csv", "config.yaml", "run.json", CHECKPOINTS, SLURM_DIR}
+        found = kind if all(p.name in own or p.name.startswith(".") for p in run.iterdir()) else None
     what = f"a {found} run" if found else "files that are not a training run"
     if overwrite:
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -72,3 +72,12 @@ def test_frames_without_usable_points_are_skipped_with_a_count(labelled, tmp_pat
     summary = train_3d(ds, tmp_path / "run", cfg, show_progress=False)
     assert summary["skipped_frames"] == 1 and summary["steps"] >= 1
     assert np.isfinite(summary["last"]["loss"])
+
+
+def test_a_run_killed_before_its_run_json_still_resumes(labelled, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "metrics.csv").write_text("step,epoch,name,value\n")
+    cfg = load_config(Train3DConfig, TINY, ["epochs=1", "pvc.enabled=false"])
+    summary = train_3d(labelled, run, cfg, resume=True, show_progress=False)
+    assert summary["steps"] >= 1 and latest_checkpoint(run).name == "epoch-0001.pt"
