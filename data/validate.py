@@ -40,27 +40,41 @@ def validate_frame(frame: Frame, box_tolerance_px: float = 1.0, on_read: bool = 
         if getattr(p, name).shape != shape:
             fail(f"points.{name}", f"shape {getattr(p, name).shape}, expected {shape}")
     for name in ("xyz", "range", "intensity", "elongation"):
-        bad = ~np.isfinite(getattr(p, name)).reshape(n, -1).all(axis=1)
-        if bad.any():
+        finite = np.isfinite(getattr(p, name))
+        if not finite.all():  # one reduction on the common path; the details only for the message
+            bad = ~finite.reshape(n, -1).all(axis=1)
             fail(f"points.{name}", f"{int(bad.sum())} points with non-finite values (first: point {int(np.argmax(bad))})")
 
+    # ids are small integers: bincount instead of np.unique (a sort of every point, on every read)
     lidars = {l.laser_id: l for l in frame.lidars}
-    for laser in np.unique(p.laser_id):
-        lid = lidars.get(int(laser))
-        if lid is None:
-            fail("points.laser_id", f"points from lidar {int(laser)} but the frame has lidars {sorted(lidars)}")
-        sel = p.laser_id == laser
-        if (p.row[sel] < 0).any() or (p.row[sel] >= lid.height).any():
-            fail("points.row", f"rows outside [0, {lid.height}) for lidar {lid.laser_id}")
-        if (p.col[sel] < 0).any() or (p.col[sel] >= lid.width).any():
-            fail("points.col", f"columns outside [0, {lid.width}) for lidar {lid.laser_id}")
+    if n and p.laser_id.min() < 0:
+        fail("points.laser_id", f"negative lidar id {int(p.laser_id.min())}")
+    present = np.flatnonzero(np.bincount(p.laser_id)) if n else []
+    unknown = sorted(set(int(x) for x in present) - set(lidars))
+    if unknown:
+        fail("points.laser_id", f"points from lidar {unknown[0]} but the frame has lidars {sorted(lidars)}")
+    for lid in frame.lidars:
         if len(lid.inclinations) != lid.height:
             fail(f"lidars[{lid.laser_id}].inclinations", f"{len(lid.inclinations)} values for {lid.height} rows")
+    if n:  # each point against its own lidar's range-image size, in one pass per field
+        size = np.zeros((max(lidars, default=0) + 1, 2), np.int64)
+        for lid in frame.lidars:
+            size[lid.laser_id] = (lid.height, lid.width)
+        for field, dim in (("row", 0), ("col", 1)):
+            v = getattr(p, field)
+            lim = size[present[0], dim] if len(present) == 1 else size[p.laser_id, dim]  # one lidar: a scalar
+            out = (v < 0) | (v >= lim)
+            if out.any():
+                lid = lidars[int(p.laser_id[np.argmax(out)])]
+                what = "rows" if field == "row" else "columns"
+                fail(f"points.{field}", f"{what} outside [0, {int(size[lid.laser_id, dim])}) for lidar {lid.laser_id}")
 
     cams = {c.camera_id: c for c in frame.cameras}
     if len(cams) != len(frame.cameras):
         fail("cameras", "duplicated camera ids")
-    used = np.unique(p.cam_id[p.cam_id > 0])
+    cam = p.cam_id.ravel()
+    cam = cam[cam > 0]
+    used = np.flatnonzero(np.bincount(cam)) if len(cam) else []
     missing = sorted(set(int(c) for c in used) - set(cams))
     if missing:
         fail("points.cam_id", f"projections into cameras {missing} that the frame does not have (has {sorted(cams)})")
