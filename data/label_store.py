@@ -90,6 +90,13 @@ class LabelShard:
             yield self.labels(i)
 
 
+def check_label_shards(ds: Dataset, stage: str, positions: list[int]) -> None:
+    """Raise ``ShardError`` naming the file unless ``stage``'s shards at ``positions`` exist, pass their
+    checksums and belong to these frames: what a trainer checks before it touches its run directory."""
+    for p in positions:
+        LabelShard(ds, stage, ds.manifest.shards[p].name)
+
+
 def read_frame_labels(ds: Dataset, stage: str, frame_id: str) -> FrameLabels:
     """One frame's labels from one stage (random access by frame id)."""
     s, i = ds.locate(frame_id)

@@ -87,15 +87,6 @@ def gt_labels(frame: Frame, shard_path) -> _GTLabels:
     return _GTLabels(frame.frame_id, gt.point_semantic, gt.point_instance)
 
 
-def check_labels(ds: Dataset, labels: str | None, positions: list[int]) -> None:
-    """Before a trainer touches its run directory: the label shards it will read exist and pass their
-    checksums (``LabelShard`` hashes each one), so a wrong ``--labels`` fails first, naming the file."""
-    if not labels or labels == GROUND_TRUTH:
-        return
-    for p in positions:
-        LabelShard(ds, labels, ds.manifest.shards[p].name)
-
-
 def iter_samples(ds: Dataset, labels: str | None, positions: list[int], rng: np.random.Generator | None = None,
                  cfg: SPGConfig = SPGConfig(), cscs_round: int | None = None,
                  skipped: set | None = None) -> Iterator[Sample3D]:

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.label_store import check_label_shards
 from ..train2d.config import Model2DConfig
 from ..train2d.ipg import ipg_active
 from ..train2d.model import BoxInstModel
 from ..train2d.transforms import collate, prepare_image, sample_train_scale
 from ..train3d.ema import EMAConfig, EMATeacher
 from .samples2d import iter_camera_samples
-from .samples3d import check_labels
 from .cscs_exchange import epoch_round, round_resolver
 from .distributed import barrier
 from .training import autocast, fit, load_run_teacher, setup_run
@@ -171,7 +171,7 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
         raise ValueError(f"train2d masks must be 'boxes' or 'gt', not {cfg.masks!r}")
     dist, device, ds, positions = setup_run(data, cfg.device, cfg.cpu_threads, cfg.seed)
     if cfg.pseudo_masks == "sam":
-        check_labels(ds, "sam", positions)
+        check_label_shards(ds, "sam", positions)
     cameras = len(ds.manifest.sensors.get("cameras", [])) or 1
     images = cameras * sum(ds.manifest.shards[p].frames for p in positions)  # upper bound: cameras with boxes
     steps_per_epoch = max(1, math.ceil(images / cfg.images_per_step))

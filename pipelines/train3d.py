@@ -24,7 +24,8 @@ from ..train3d.ema import EMAConfig, EMATeacher
 from ..train3d.infer import InferConfig
 from ..train3d.losses import LossConfig, segmentor_loss
 from ..train3d.model import SegmentorConfig, VoteSegmentor, make_batch
-from .samples3d import GROUND_TRUTH, check_labels, iter_samples
+from ..data.label_store import check_label_shards
+from .samples3d import GROUND_TRUTH, iter_samples
 from .cscs_exchange import epoch_round, round_resolver
 from .distributed import barrier
 from .training import autocast, fit, load_run_teacher, setup_run
@@ -177,7 +178,8 @@ def train_3d(data: Path | str, out: Path | str, cfg: Train3DConfig, resume: bool
     """
     data, run = Path(data), Path(out)
     dist, device, ds, positions = setup_run(data, cfg.device, cfg.cpu_threads, cfg.seed)
-    check_labels(ds, cfg.labels, positions)
+    if cfg.labels != GROUND_TRUTH:  # before anything is written to ``out``
+        check_label_shards(ds, cfg.labels, positions)
     skipped: set[str] = set()  # frames without usable points: warned about once each, counted in the summary
     frames = sum(ds.manifest.shards[p].frames for p in positions)
     steps_per_epoch = math.ceil(frames / cfg.frames_per_step)
