@@ -22,9 +22,12 @@ it is never rewritten from the file's bytes, so a damaged file cannot bless itse
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 from .errors import ShardError
@@ -71,11 +74,24 @@ def write_stamp(path: Path | str, digest: str, best_effort: bool = False, stat_o
 
     st = os.stat(stat_of or path)
     data = json.dumps({"sha256": digest, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}).encode() + b"\n"
+    if best_effort:  # a cache written without the shard's lock: tidy temps that no live writer can own
+        _drop_dead_temps(stamp_path(path))
     try:
         write_bytes_atomic(stamp_path(path), data)
     except WriteError as e:
         if not best_effort:
             raise WriteError(path, e.problem) from e  # name the shard, not its record
+
+
+def _drop_dead_temps(dest: Path, age_s: float = 3600.0) -> None:
+    """Remove ``dest``'s temp files older than ``age_s``: a stamp is written in milliseconds, so their writer
+    was killed. Younger ones may belong to a concurrent reader writing the same cache; they are left."""
+    from .store import TEMP_SUFFIX
+
+    for p in dest.parent.glob(f".{glob.escape(dest.name)}.*{TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if time.time() - p.stat().st_mtime > age_s:
+                p.unlink()
 
 
 def sealer(dest: Path | str):

@@ -15,6 +15,7 @@ import socket
 import time
 from pathlib import Path
 
+from .integrity import stamp_path
 from .store import TEMP_SUFFIX, WriteError, _why
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,17 @@ def _acquire(fd: int, path: Path, what: str, wait: bool) -> bool:
         raise WriteError(path, _why(e)) from e
 
 
+def _temps_of(dest: Path) -> list[Path]:
+    """Temp files of ``dest`` and of its checksum stamp (written under the same lock, just before the rename)."""
+    return [p for f in (dest, stamp_path(dest)) if f.parent.exists()
+            for p in f.parent.glob(f".{glob.escape(f.name)}.*{TEMP_SUFFIX}")]
+
+
 def remove_stale_temps(dest: Path | str) -> list[Path]:
-    """Delete temp files of ``dest`` left by killed writers (call it only while holding ``dest``'s lock:
-    then no live writer of ``dest`` exists). Returns what was removed."""
-    dest = Path(dest)
+    """Delete temp files of ``dest`` (and of its stamp) left by killed writers (call it only while holding
+    ``dest``'s lock: then no live writer of ``dest`` exists). Returns what was removed."""
     removed = []
-    for p in dest.parent.glob(f".{glob.escape(dest.name)}.*{TEMP_SUFFIX}") if dest.parent.exists() else ():
+    for p in _temps_of(Path(dest)):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
             removed.append(p)
@@ -102,7 +108,7 @@ def tidy_temps(dest: Path | str) -> None:
     """Best effort, for a caller that does not write ``dest``: remove its killed writers' temp files if its lock
     is free now (busy: a live writer owns them; read-only copy or no locks: they are harmless, leave them)."""
     dest = Path(dest)
-    if not dest.parent.exists() or not any(dest.parent.glob(f".{glob.escape(dest.name)}.*{TEMP_SUFFIX}")):
+    if not _temps_of(dest):
         return
     with contextlib.suppress(WriteError), exclusive_lock(dest, str(dest), wait=False) as held:
         if held:

@@ -136,6 +136,7 @@ def test_a_killed_holder_releases_its_lock(tmp_path):
 
 
 def test_stale_temps_are_removed_only_under_the_lock(tmp_path, tiny_dataset):
+    from mwsis.data.integrity import stamp_path
     from mwsis.pipelines.runner import resolved_config, run_stage_shard
 
     data = tmp_path / "ds"
@@ -143,17 +144,42 @@ def test_stale_temps_are_removed_only_under_the_lock(tmp_path, tiny_dataset):
     name = open_dataset(data).manifest.shards[0].name
     dest = label_shard_path(data, "ccl", name)
     dest.parent.mkdir(parents=True)
-    stale = dest.parent / f".{dest.name}.999999-dead.tmp"
-    stale.write_bytes(b"half a shard")
+    # a writer killed mid-shard, and one killed while writing the shard's checksum stamp (just before the rename)
+    stale = [dest.parent / f".{dest.name}.999999-dead.tmp", dest.parent / f".{stamp_path(dest).name}.999999-dead.tmp"]
+
+    def leave_temps():
+        for p in stale:
+            p.write_bytes(b"half a file")
+
+    leave_temps()
     cfg = resolved_config("ccl")
     assert run_stage_shard(str(data), "ccl", cfg, 0).status == "done"
-    assert not stale.exists()
-    stale.write_bytes(b"half a shard")  # finished shard, temp from a killed --force rerun, lock held: kept
+    assert not any(p.exists() for p in stale)
+    leave_temps()  # finished shard, temps from a killed --force rerun, lock held: kept
     with exclusive_lock(dest, "another writer"):
         assert run_stage_shard(str(data), "ccl", cfg, 0).status == "skipped"
-        assert stale.exists()
+        assert all(p.exists() for p in stale)
     assert run_stage_shard(str(data), "ccl", cfg, 0).status == "skipped"  # lock free: removed
-    assert not stale.exists()
+    assert not any(p.exists() for p in stale)
+
+
+def test_dead_temps_of_a_frame_stamp_cache_are_removed_young_ones_kept(tmp_path, tiny_dataset):
+    from mwsis.data.integrity import check_file, stamp_path
+
+    data = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, data, ignore=shutil.ignore_patterns("labels"))
+    info = open_dataset(data).manifest.shards[0]
+    shard = data / info.path
+    stamp_path(shard).unlink(missing_ok=True)
+    dead, young = (shard.parent / f".{stamp_path(shard).name}.{pid}-x.tmp" for pid in (999998, 999999))
+    dead.write_bytes(b"{")
+    young.write_bytes(b"{")
+    old = time.time() - 2 * 3600
+    os.utime(dead, (old, old))
+    check_file(shard, info.sha256)  # hashes in full and caches the result in the stamp
+    assert stamp_path(shard).exists()
+    assert not dead.exists(), "a stamp temp hours old has no live writer"
+    assert young.exists(), "a young one may be a concurrent reader's"
 
 
 def test_filesystem_without_locks_goes_on_unlocked(tmp_path, monkeypatch, caplog):
