@@ -33,9 +33,10 @@ class ExperimentConfig:
     synth_preset: str = "waymo"  # sensor layout of the synthetic frames (data.synthetic.config)
     image_scale: float = 0.5  # camera resolution factor
     cameras: tuple[int, ...] | None = None  # camera ids of the preset to keep (None: all)
-    # the 2D rows' images: camera ids (None: the same as ``cameras``). When they differ, the 2D experiment
-    # renders its own frames (same scenes, seeds and points) into ``train-2d``/``val-2d``
+    # the 2D rows' images: camera ids (None: the same as ``cameras``). When they (or the scale) differ, the 2D
+    # experiment renders its own frames (same scenes, seeds and points) into ``train-2d``/``val-2d``
     cameras_2d: tuple[int, ...] | None = None
+    image_scale_2d: float | None = None  # the 2D rows' camera resolution (None: ``image_scale``), same rule
     # object densities (probability that a stream slot holds one); None keeps the preset's value
     p_cyclist: float | None = None
     p_walker: float | None = None
@@ -52,8 +53,10 @@ class ExperimentConfig:
         for name in ("train_frames", "val_frames", "frames_per_sequence", "parallel"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"experiment.{name} must be a positive integer, not {getattr(self, name)!r}")
-        if not (0 < float(self.image_scale) <= 4):
-            raise ValueError(f"experiment.image_scale must be in (0, 4], not {self.image_scale!r}")
+        for name in ("image_scale", "image_scale_2d"):
+            v = getattr(self, name)
+            if v is not None and not (0 < float(v) <= 4):
+                raise ValueError(f"experiment.{name} must be in (0, 4], not {v!r}")
         for name in ("p_cyclist", "p_walker", "p_group"):
             v = getattr(self, name)
             if v is not None and not 0 <= float(v) <= 1:
@@ -67,7 +70,8 @@ class ExperimentConfig:
     def synth_overrides(self, for_2d: bool = False) -> dict:
         from ..data.synthetic import preset
 
-        over: dict[str, Any] = {"image_scale": float(self.image_scale)}
+        scale = self.image_scale_2d if for_2d and self.image_scale_2d is not None else self.image_scale
+        over: dict[str, Any] = {"image_scale": float(scale)}
         wanted, name = ((self.cameras_2d, "cameras_2d") if for_2d and self.cameras_2d is not None
                         else (self.cameras, "cameras"))
         if wanted is not None:

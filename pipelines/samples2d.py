@@ -5,7 +5,7 @@ teacher's per-point probabilities (``predictions/3d/round=R``) at the points' pr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
@@ -14,6 +14,7 @@ from ..data.frame import Frame
 from ..data.label_store import LabelShard
 from ..data.prediction_store import PredictionShard
 from ..data.store import Dataset
+from ..train2d.crop import crop_boxes, crop_points
 from .sample_order import prediction_row, shuffled_shards
 
 
@@ -87,3 +88,31 @@ def iter_camera_samples(ds: Dataset, positions: list[int], rng: np.random.Genera
             lab = sam_shard.labels(int(i)) if sam_shard else None
             probs = prediction_row(pred, int(i), frame.frame_id) if pred is not None else None
             yield from camera_samples(frame, lab, probs, gt_masks=gt_masks)
+
+
+def crop_sample(s: Sample2D, window: tuple[int, int, int, int]) -> Sample2D:
+    """``s`` cut to ``window`` (top, left, height, width; ``train2d.crop``): the image, the boxes with at least
+    two pixels inside (and their masks), and the LiDAR projections inside."""
+    from pycocotools import mask as mask_utils
+
+    top, left, h, w = window
+    boxes, keep = crop_boxes(s.boxes, window)
+    idx = np.flatnonzero(keep)
+
+    def cut(rles):
+        if rles is None:
+            return None
+        out = []
+        for k in idx:
+            r = rles[k]
+            m = None if r is None else mask_utils.decode(r)[top:top + h, left:left + w]
+            out.append(None if m is None else mask_utils.encode(np.asfortranarray(m)))
+        return out
+
+    c = replace(s, image=np.ascontiguousarray(s.image[top:top + h, left:left + w]), boxes=boxes,
+                classes=s.classes[keep], box_index=s.box_index[keep], sam_masks=cut(s.sam_masks),
+                gt_masks=cut(s.gt_masks))
+    if s.points_uv is not None:
+        c.points_uv, inside = crop_points(s.points_uv, window)
+        c.points_prob = s.points_prob[inside]
+    return c

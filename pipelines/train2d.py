@@ -24,7 +24,8 @@ from ..train2d.ipg import ipg_active
 from ..train2d.model import BoxInstModel
 from ..train2d.transforms import collate, prepare_image, sample_train_scale
 from ..train3d.ema import EMAConfig, EMATeacher
-from .samples2d import iter_camera_samples
+from ..train2d.crop import crop_window
+from .samples2d import crop_sample, iter_camera_samples
 from .cscs_exchange import epoch_round, round_resolver
 from .distributed import barrier
 from .training import autocast, fit, load_run_teacher, setup_run
@@ -63,6 +64,10 @@ class Train2DConfig:
     max_long_side: int | None = None
     test_scale: tuple[int, int] | None = None  # (long, short) at inference; None: the paper's (1333, 800)
     flip_prob: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    # (h, w) original pixels: train on object-centric crops of the full-resolution images (train2d.crop), a
+    # CPU-regime option; None = whole images, as the paper. Inference always sees whole images.
+    train_crop: tuple[int, int] | None = field(default=None, metadata={"range": (32, None), "length": 2})
+    crop_class_balance: bool = True  # draw the crop's class uniformly among those in the image
     pseudo_masks: Literal["sam"] | None = None  # "sam": SAM box-prompt masks from labels/sam as pseudo masks
     # mask supervision: "boxes" = BoxInst's box losses (the weak setting); "gt" = CondInst's dice loss on the
     # true instance masks (full supervision, the upper-bound row of MWSIS Tab. 1 and 5)
@@ -79,6 +84,9 @@ class Train2DConfig:
 def _prepare(s, cfg: Train2DConfig, rng: np.random.Generator, train: bool) -> dict:
     from ..train2d.transforms import MAX_LONG_SIDE, TEST_SCALE, TRAIN_SHORT_SIDES
 
+    if train and cfg.train_crop:
+        s = crop_sample(s, crop_window(s.boxes, s.classes, s.image.shape[:2], cfg.train_crop, rng,
+                                       cfg.crop_class_balance))
     if train:
         scale = sample_train_scale(rng, cfg.train_short_sides or TRAIN_SHORT_SIDES, cfg.max_long_side or MAX_LONG_SIDE)
     else:

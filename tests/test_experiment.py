@@ -37,6 +37,10 @@ def test_cpu_bench_preset_keeps_one_front_camera_and_two_seeds():
     assert [c.camera_id for c in five.synth_overrides()["cameras"]] == [1]
     with pytest.raises(ValueError, match="experiment.cameras_2d: preset 'waymo' has no camera"):
         ExperimentConfig(cameras_2d=(7,)).synth_overrides(for_2d=True)
+    full = ExperimentConfig(image_scale=0.5, image_scale_2d=1.0)
+    assert (full.synth_overrides()["image_scale"], full.synth_overrides(for_2d=True)["image_scale"]) == (0.5, 1.0)
+    with pytest.raises(ValueError, match="experiment.image_scale_2d must be in"):
+        ExperimentConfig(image_scale_2d=0)
     # both trainers read their sections from the same preset
     assert load_section("train3d", "cpu-bench").loss.class_balance > 0
     assert load_section("train2d", "cpu-bench").optimizer == "adamw"
