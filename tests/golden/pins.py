@@ -1,0 +1,68 @@
+"""Golden pins of issue 13's refactor: what the code writes must not change when the code is moved.
+
+``compute(tmp)`` makes a fixed tiny dataset, runs every label stage on it (SAM with the seeded tiny random
+model), a fixed-seed tiny 3D run (its PVC round writes ``labels/pvc``) and a fixed-seed tiny 2D run, and
+returns the sha256 of every frame and label shard and the runs' ``metrics.csv`` rows. ``pins.json`` holds
+what the code gave before the refactor (recorded with ``python tests/golden/pins.py``, on the development
+machine); ``tests/test_golden.py`` compares.
+
+Frame shards are pinned too: if they differ, the synthetic renderer (or this machine's floating point)
+changed, and the label pins say nothing until that is understood.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PINS = Path(__file__).with_name("pins.json")
+STAGES = ["frustum", "ccl", "dcs", "spg", "sam"]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _metrics(run: Path) -> list[list[str]]:
+    with open(run / "metrics.csv", newline="") as f:
+        return [row for row in csv.reader(f)]
+
+
+def compute(tmp: Path) -> dict:
+    import torch
+
+    from mwsis.pipelines.runner import run_stages
+    from mwsis.pipelines.synth import synth_dataset
+    from mwsis.pipelines.train2d import Train2DConfig, train_2d
+    from mwsis.pipelines.train3d import Train3DConfig, train_3d
+    from mwsis.pipelines.training import load_config
+
+    torch.set_num_threads(1)
+    ds = tmp / "ds"
+    synth_dataset(ds, "tiny", frames=4, seed=0, frames_per_sequence=2, workers=1, show_progress=False)
+    res = run_stages(ds, STAGES, {"sam": {"checkpoint": "tiny"}}, show_progress=False)
+    assert all(r.status == "done" for r in res), [r for r in res if r.status != "done"]
+    cfg3 = load_config(Train3DConfig, ROOT / "configs" / "train3d-tiny.yaml", ["epochs=2", "seed=3"])
+    train_3d(ds, tmp / "run3d", cfg3, show_progress=False)  # its PVC round writes labels/pvc
+    cfg2 = load_config(Train2DConfig, ROOT / "configs" / "train2d-tiny.yaml",
+                       ["epochs=2", "max_steps_per_epoch=2", "seed=3"])
+    train_2d(ds, tmp / "run2d", cfg2, show_progress=False)
+    shards = {str(p.relative_to(ds)): _sha(p) for p in sorted(ds.rglob("*.parquet"))
+              if p.parts[len(ds.parts)] in ("frames", "labels")}
+    return {"shards": shards, "metrics_3d": _metrics(tmp / "run3d"), "metrics_2d": _metrics(tmp / "run2d")}
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        pins = compute(Path(d))
+    from mwsis.pipelines.experiment import machine
+
+    pins["recorded_on"] = machine()
+    pins["commit"] = sys.argv[1] if len(sys.argv) > 1 else None
+    PINS.write_text(json.dumps(pins, indent=1) + "\n")
+    print(f"{len(pins['shards'])} shards, {len(pins['metrics_3d'])} + {len(pins['metrics_2d'])} metric rows -> {PINS}")
