@@ -3,13 +3,13 @@
     NUMBA_NUM_THREADS=1 python bench/bench_ccl.py --out bench/results/ccl.json [--repeat 7]
 
 The frame is ``make_frame(preset("waymo"), seed, 0, 0)`` (or frame 0 of ``--dataset``). The calls that
-``spg_from_frame`` and ``ccl_frame`` make to ``largest_component_per_box`` are captured (SPG: foreground
+``spg_frame`` and ``ccl_frame`` make to ``largest_component_per_box`` are captured (SPG: foreground
 pairs only; CCL baseline: every claimed pair; each once plain and once with the exclusive second pass),
 then the plain ones are timed against a straightforward baseline in the same run: per box, scipy
 ``cKDTree.query_pairs`` (radius graph, filtered to the strict ``dist < r`` with the ``cdist`` formula)
 + ``scipy.sparse.csgraph.connected_components`` + the largest component; both must keep the same pairs.
 Reports median wall times in ms (after a warm-up call that pays JIT loading) and the baseline/new ratio,
-plus the end-to-end ``spg_from_frame`` / ``ccl_frame`` times. Single core: NUMBA_NUM_THREADS defaults to 1.
+plus the end-to-end ``spg_frame`` / ``ccl_frame`` times. Single core: NUMBA_NUM_THREADS defaults to 1.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from scipy.spatial import cKDTree  # noqa: E402
 
 from mwsis.pipelines.bench import cpu_model  # noqa: E402
 from mwsis.pseudolabel import ccl, spg  # noqa: E402
-from mwsis.pseudolabel.spg import SPGConfig, ccl_frame, spg_from_frame  # noqa: E402
+from mwsis.pseudolabel.spg import SPGConfig, ccl_frame, spg_frame  # noqa: E402
 
 
 def _timed(fn, repeat: int):
@@ -74,17 +74,17 @@ def baseline_largest_per_box(xyz, claims, box_class, radii, mode="xy", pair_mask
 
 
 def _capture(frame, cfg):
-    """The (args, kwargs) of every largest_component_per_box call of spg_from_frame and ccl_frame."""
+    """The (args, kwargs) of every largest_component_per_box call of spg_frame and ccl_frame."""
     calls, orig = [], spg.largest_component_per_box
 
     def spy(*args, **kwargs):
         calls.append((args, kwargs))
         return orig(*args, **kwargs)
 
-    sizes = {c.camera_id: (c.width, c.height) for c in frame.cameras}
+    sizes = frame.image_sizes
     spg.largest_component_per_box = spy
     try:
-        spg_from_frame(frame, cfg)
+        spg_frame(frame.points, frame.boxes2d, sizes, cfg, frame.range_image_shape)
         n_spg = len(calls)
         ccl_frame(frame.points, frame.boxes2d, sizes, cfg)
     finally:
@@ -155,8 +155,8 @@ def main(argv=None) -> int:
                    for a, kw in calls]
         pipeline[name] = {"ccl_calls": len(calls), "ccl_calls_ms": [round(1e3 * t, 3) for t in t_calls],
                           "ccl_total_ms": round(1e3 * sum(t_calls), 3)}
-    pipeline["spg_from_frame"]["end_to_end_ms"] = round(1e3 * _timed(lambda: spg_from_frame(frame, cfg),
-                                                                      args.repeat)[0], 3)
+    pipeline["spg_from_frame"]["end_to_end_ms"] = round(1e3 * _timed(
+        lambda: spg_frame(frame.points, frame.boxes2d, sizes, cfg, frame.range_image_shape), args.repeat)[0], 3)
     pipeline["ccl_frame"]["end_to_end_ms"] = round(1e3 * _timed(
         lambda: ccl_frame(frame.points, frame.boxes2d, sizes, cfg), args.repeat)[0], 3)
     result["pipeline"] = pipeline

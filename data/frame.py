@@ -216,6 +216,11 @@ class Frame:
         raise KeyError(f"frame {self.frame_id}: no lidar {laser_id} (has {[l.laser_id for l in self.lidars]})")
 
     @property
+    def image_sizes(self) -> dict[int, tuple[int, int]]:
+        """camera id -> (width, height) of its image."""
+        return {c.camera_id: (c.width, c.height) for c in self.cameras}
+
+    @property
     def range_image_shape(self) -> tuple[int, int]:
         """(M, W) of the TOP LiDAR's range image."""
         lid = self.lidar(TOP_LIDAR)

@@ -61,7 +61,7 @@ def bench_kernels(frames, repeat: int = 5) -> dict:
     """DCS (numba vs the plain-Python rule) and association + DCS + SPG + CCL per frame, in memory."""
     from ..pseudolabel.dcs import ring_segments
     from ..pseudolabel.dcs_reference import ring_segments_reference, ring_segments_rescan
-    from ..pseudolabel.spg import SPGConfig, ccl_frame, spg_from_frame
+    from ..pseudolabel.spg import SPGConfig, ccl_frame, spg_frame
 
     ranges = [_top_ranges(f) for f in frames]
     ring_segments(ranges[0])  # JIT warm-up (cached on disk after the first run)
@@ -75,12 +75,11 @@ def bench_kernels(frames, repeat: int = 5) -> dict:
     dcs_rescan = time.perf_counter() - t
     assert np.array_equal(ref, rescan), "authors-style DCS disagrees with the Python reference"
     cfg = SPGConfig()
-    sizes = [{c.camera_id: (c.width, c.height) for c in f.cameras} for f in frames]
 
     def pipeline():
-        for f, s in zip(frames, sizes):
-            spg_from_frame(f, cfg)  # association + DCS + Eq. 3 + Eq. 4 (CCL)
-            ccl_frame(f.points, f.boxes2d, s, cfg)  # the CCL baseline labels too
+        for f in frames:
+            spg_frame(f.points, f.boxes2d, f.image_sizes, cfg, f.range_image_shape)  # association + DCS + Eq. 3 + Eq. 4
+            ccl_frame(f.points, f.boxes2d, f.image_sizes, cfg)  # the CCL baseline labels too
 
     pipeline()  # warm-up
     per_frame = _time(pipeline, repeat) / len(frames)

@@ -77,11 +77,13 @@ SPG_VARIANTS = {
 
 
 def _variant_labels(frame, spg):
-    from ..pseudolabel.spg import spg_from_frame
-    from .stages import one_instance_per_object
+    """The ``dcs`` and ``spg`` stages' own frame functions, with the variant's config."""
+    from .stages import STAGES
 
-    sem, inst, _ = spg_from_frame(frame, spg)
-    return sem, one_instance_per_object(inst, frame.boxes2d.object_id)
+    cfg = {"spg": spg}
+    dcs = STAGES["dcs"].label_frame(frame, {}, cfg, None)
+    labels = STAGES["spg"].label_frame(frame, {"dcs": dcs}, cfg, None)
+    return labels.semantic, labels.instance
 
 
 def recorded_spg_config(ds: Dataset):

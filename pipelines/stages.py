@@ -16,26 +16,15 @@ thresholds, radii, DCS settings), ``sam`` adds ``SAMConfig``, ``pvc`` is ``PVCSt
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
 
 from ..data.frame import Frame
 from ..data.schema.labels import FrameLabels, LabelMasks
-from ..pseudolabel.frustum import Claims
-from ..pseudolabel.spg import (SPGConfig, frame_eligible, ccl_frame, ccl_labels, frame_segments, frustum_frame,
-                               spg_frame)
-
-
-@dataclass(frozen=True)
-class SAMConfig:
-    """SAM box prompts. ``checkpoint``: a local vit_h/l/b file, or "tiny" for a tiny randomly initialised
-    SAM (tests and plumbing checks only: its masks are meaningless). None skips the stage."""
-
-    checkpoint: str | None = None
-    model_type: Literal["auto", "vit_h", "vit_l", "vit_b"] = "auto"  # vit_h | vit_l | vit_b | auto (from the weights)
-    batch_size: int = field(default=64, metadata={"range": (1, None)})  # boxes per predict_torch call
-    device: str | None = None  # default: CUDA when available
+from ..pseudolabel.pvc import PVCConfig, pvc_vote
+from ..pseudolabel.sam import SAMConfig, sam_frame, sam_predictor
+from ..pseudolabel.spg import SPGConfig, ccl_frame, frame_segments, frustum_frame, spg_frame
 
 
 @dataclass(frozen=True)
@@ -59,14 +48,11 @@ class StageSpec:
 
 
 @dataclass(frozen=True)
-class PVCStageConfig:
-    """PVC as a stage (MWSIS §3.3): vote over the newest ``history`` rounds of 3D teacher predictions."""
+class PVCStageConfig(PVCConfig):
+    """PVC as a stage (MWSIS §3.3): the vote over the newest ``history`` rounds of 3D teacher predictions,
+    correcting the labels of stage ``base``."""
 
     base: str = "spg"  # the labels the vote corrects
-    history: int = field(default=4, metadata={"range": (1, None)})  # N_his
-    tau_low: float = field(default=0.4, metadata={"range": (0.0, 1.0)})  # max prob below -> background vote
-    tau_high: float = field(default=0.6, metadata={"range": (0.0, 1.0)})  # max prob at or above -> class vote; between -> no vote
-    min_agree: int | None = None  # T_h: rounds that must agree; None = all available rounds
 
 
 @dataclass(frozen=True)
@@ -97,10 +83,6 @@ def build_configs(sections: tuple[str, ...], overrides: dict[str, dict]) -> dict
     return {s: getattr(cfg, s) for s in sections}
 
 
-def _sizes(frame: Frame) -> dict[int, tuple[int, int]]:
-    return {c.camera_id: (c.width, c.height) for c in frame.cameras}
-
-
 def one_instance_per_object(instance: np.ndarray, object_id: np.ndarray) -> np.ndarray:
     """Give boxes that share an ``object_id`` (one object seen by several cameras) one instance id: that of
     the object's first box. The authors keep one instance per box, which splits such objects in two."""
@@ -118,11 +100,11 @@ def _labels(frame: Frame, sem, inst, **extra) -> FrameLabels:
 
 
 def _frustum(frame, deps, cfg, ctx):
-    return _labels(frame, *frustum_frame(frame.points, frame.boxes2d, _sizes(frame), cfg["spg"]))
+    return _labels(frame, *frustum_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"]))
 
 
 def _ccl(frame, deps, cfg, ctx):
-    return _labels(frame, *ccl_frame(frame.points, frame.boxes2d, _sizes(frame), cfg["spg"]))
+    return _labels(frame, *ccl_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"]))
 
 
 def _dcs(frame, deps, cfg, ctx):
@@ -133,16 +115,12 @@ def _spg(frame, deps, cfg, ctx):
     seg = deps["dcs"].segment
     if seg is None or seg.shape[0] != len(frame.points):
         raise ValueError(f"labels/dcs: segment ids missing or of wrong length for {len(frame.points)} points")
-    sem, inst, _ = spg_frame(frame.points, frame.boxes2d, _sizes(frame), cfg["spg"], segment_id=seg)
+    sem, inst, _ = spg_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"], segment_id=seg)
     return _labels(frame, sem, inst, segment=seg)
 
 
 def _sam_setup(cfg):
-    from ..pseudolabel.sam_prompt import build_sam, make_predictor, tiny_sam
-
-    c = cfg["sam"]
-    sam = tiny_sam(seed=0) if c.checkpoint == "tiny" else build_sam(c.checkpoint, c.model_type, c.device)
-    return make_predictor(sam)
+    return sam_predictor(cfg["sam"])
 
 
 def _sam_skip(cfg):
@@ -150,36 +128,9 @@ def _sam_skip(cfg):
 
 
 def _sam(frame, deps, cfg, predictor):
-    """One set_image per camera, all its boxes batched; masks lifted to points, then Eq. 4 per box."""
-    from ..pseudolabel.sam_prompt import lift_masks_to_points, masks_to_rle, segment_boxes
-
-    b = frame.boxes2d
-    cam_ids, box_idx, scores, rles, point_l, box_l = [], [], [], [], [], []
-    eligible = frame_eligible(frame.points, cfg["spg"])
-    for cam in frame.cameras:
-        idx = np.flatnonzero(b.camera_id == cam.camera_id)
-        if not len(idx):
-            continue
-        masks, sc = segment_boxes(predictor, cam.image(), b.xyxy[idx], batch_size=cfg["sam"].batch_size)
-        lifted = lift_masks_to_points(frame.points.cam_id, frame.points.cam_uv, np.full(len(idx), cam.camera_id),
-                                      masks, (cam.width, cam.height), valid=eligible)
-        point_l.append(lifted.point)
-        box_l.append(idx[lifted.box].astype(np.int32))  # mask k of this camera -> frame box index
-        cam_ids.append(np.full(len(idx), cam.camera_id, np.int8))
-        box_idx.append(idx.astype(np.int32))
-        scores.append(sc.astype(np.float32))
-        rles += masks_to_rle(masks)
-    point = np.concatenate(point_l) if point_l else np.zeros(0, np.int64)
-    box = np.concatenate(box_l) if box_l else np.zeros(0, np.int32)
-    order = np.lexsort((box, point))
-    claims = Claims(point[order], box[order], len(frame.points), len(b))
-    sem, inst = ccl_labels(frame.points.xyz, claims, b.class_id, eligible, frame.points.range, cfg["spg"],
-                           box_owner=b.object_id)
-    cat = (lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t))
-    box_index = cat(box_idx, np.int32)
-    masks2d = LabelMasks(cat(cam_ids, np.int8), box_index, b.class_id[box_index].astype(np.int8),
-                         cat(scores, np.float32), rles)
-    return _labels(frame, sem, inst, masks2d=masks2d)
+    r = sam_frame(frame.points, frame.boxes2d, frame.cameras, predictor, cfg["spg"], cfg["sam"].batch_size)
+    masks2d = LabelMasks(r.camera_id, r.box_index, frame.boxes2d.class_id[r.box_index].astype(np.int8), r.score, r.rles)
+    return _labels(frame, r.semantic, r.instance, masks2d=masks2d)
 
 
 def _pvc_rounds(root, cfg) -> dict[str, tuple[str, int]]:
@@ -192,8 +143,6 @@ def _pvc_rounds(root, cfg) -> dict[str, tuple[str, int]]:
 
 
 def _pvc(frame, deps, cfg, ctx):
-    from ..pseudolabel.pvc import pvc_vote
-
     c = cfg["pvc"]
     base = deps[c.base]
     if base.semantic is None:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..pseudolabel.pvc import PVCConfig
 from ..pseudolabel.spg import SPGConfig
 from ..train3d.augment import AugmentConfig, augment_frame
 from ..train3d.ema import EMAConfig, EMATeacher
@@ -34,13 +35,12 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PVCLoopConfig:
+class PVCLoopConfig(PVCConfig):
+    """When the 3D trainer votes (MWSIS §3.3; the vote itself is ``PVCConfig``'s)."""
+
     enabled: bool = True
     start_epoch: int | None = None  # E_s; None = half the epochs (authors: 12 of 24, method.md §5)
     every: int = 1  # export + vote every K epochs from E_s on
-    history: int = field(default=4, metadata={"range": (1, None)})  # N_his
-    tau_low: float = field(default=0.4, metadata={"range": (0.0, 1.0)})
-    tau_high: float = field(default=0.6, metadata={"range": (0.0, 1.0)})
 
 
 @dataclass(frozen=True)
@@ -160,9 +160,8 @@ def run_pvc_round(data: Path, teacher: torch.nn.Module, cfg: Train3DConfig, rnd:
     export_predictions(data, teacher, cfg.infer, rnd, device, info={"round": rnd, "base": base}, show_progress=False,
                        spg_cfg=cfg.spg,
                        positions=positions)
-    res = run_stages(data, ["pvc"], {"pvc": {"base": base, "history": cfg.pvc.history, "tau_low": cfg.pvc.tau_low,
-                                             "tau_high": cfg.pvc.tau_high}}, shard_positions=positions,
-                     show_progress=False)
+    vote = {f.name: getattr(cfg.pvc, f.name) for f in fields(PVCConfig)}
+    res = run_stages(data, ["pvc"], {"pvc": {"base": base, **vote}}, shard_positions=positions, show_progress=False)
     failed = [r for r in res if r.status == "failed"]
     if failed:
         raise RuntimeError(f"PVC round {rnd} failed: {failed[0].shard}: {failed[0].error}")

@@ -26,28 +26,23 @@ point without history keeps its base label.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 IGNORE = -1
 
 
-@dataclass
+@dataclass(frozen=True)
 class PVCConfig:
-    """PVC hyper-parameters (paper: tau_l 0.4, tau_h 0.6, N_his 4; authors: T_h = 4 of 4, start at epoch 12).
+    """The vote (paper: tau_l 0.4, tau_h 0.6, N_his 4; authors: T_h = 4 of 4). Declared once: the ``pvc``
+    stage adds the labels it corrects (``pipelines.stages.PVCStageConfig``), the 3D trainer when it votes
+    (``pipelines.train3d.PVCLoopConfig``: start epoch, period)."""
 
-    ``start_epoch`` (the first epoch whose labels are corrected; the authors gate at iteration 35544 =
-    12 epochs) and ``every`` (record the teacher's prediction every ``every`` epochs) are read by the
-    trainer, not by :func:`pvc_vote`.
-    """
-
-    history: int = 4
-    tau_low: float = 0.4
-    tau_high: float = 0.6
-    min_agree: int | None = None
-    start_epoch: int = 12
-    every: int = 1
+    history: int = field(default=4, metadata={"range": (1, None)})  # N_his: newest rounds voting
+    tau_low: float = field(default=0.4, metadata={"range": (0.0, 1.0)})  # max prob below -> background vote
+    tau_high: float = field(default=0.6, metadata={"range": (0.0, 1.0)})  # above -> class vote; between -> none
+    min_agree: int | None = field(default=None, metadata={"range": (1, None)})  # T_h; None = all available rounds
 
     def vote(self, history: np.ndarray, base_semantic: np.ndarray, base_instance: np.ndarray | None = None,
              valid: np.ndarray | None = None):

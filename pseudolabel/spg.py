@@ -52,7 +52,7 @@ from .dcs import point_segments, range_image, ring_segments
 from .frustum import Claims, associate
 
 __all__ = ["SPGConfig", "eligible_mask", "segment_refinement", "resolve_overlaps", "spg_labels", "ccl_labels",
-           "spg_frame", "ccl_frame", "spg_from_frame", "frame_claims", "frame_segments", "frustum_frame"]
+           "spg_frame", "ccl_frame", "frame_claims", "frame_segments", "frustum_frame"]
 
 POINT_RANGE = (-80.0, -80.0, -2.0, 80.0, 80.0, 4.0)
 
@@ -315,9 +315,3 @@ def ccl_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tuple[
     eligible = frame_eligible(points, cfg)
     claims = frame_claims(points, boxes2d, image_sizes, eligible)
     return ccl_labels(points.xyz, claims, boxes2d.class_id, eligible, points.range, cfg, box_owner=boxes2d.object_id)
-
-
-def spg_from_frame(frame, cfg: SPGConfig = SPGConfig()):
-    """``spg_frame`` with the image sizes and range-image shape taken from a ``mwsis.data.frame.Frame``."""
-    sizes = {c.camera_id: (c.width, c.height) for c in frame.cameras}
-    return spg_frame(frame.points, frame.boxes2d, sizes, cfg, frame.range_image_shape)

@@ -4,8 +4,7 @@ import pytest
 
 from mwsis.data.frame import BACKGROUND, IGNORE, Boxes2D, Points
 from mwsis.pseudolabel.frustum import Claims, associate
-from mwsis.pseudolabel.spg import (SPGConfig, ccl_frame, ccl_labels, segment_refinement, spg_frame,
-                                   spg_from_frame, spg_labels)
+from mwsis.pseudolabel.spg import SPGConfig, ccl_frame, ccl_labels, segment_refinement, spg_frame, spg_labels
 
 IMG_W, IMG_H, FOCAL, SENSOR_H = 1280, 640, 400.0, 2.0
 
@@ -238,7 +237,7 @@ def test_eligibility_ignore_and_background_and_no_boxes():
                                  SPGConfig(ccl_mode="xyz", dcs_points="in_range")])
 def test_configs_on_a_frame_object(toy, cfg):
     frame = toy(0, n=3000)
-    sem, inst, seg = spg_from_frame(frame, cfg)
+    sem, inst, seg = spg_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg, frame.range_image_shape)
     n = len(frame.points)
     assert sem.shape == inst.shape == seg.shape == (n,)
     assert set(np.unique(sem)) <= {-1, 0, 1, 2, 3} and inst.min() >= 0 and inst.max() <= len(frame.boxes2d)
