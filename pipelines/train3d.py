@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..crossmodal.cscs import cscs_point_loss
 from ..pseudolabel.pvc import PVCConfig
 from ..pseudolabel.spg import SPGConfig
 from ..train3d.augment import AugmentConfig, augment_frame
@@ -101,17 +102,6 @@ def _batches(ds, labels, positions, cfg: Train3DConfig, epoch: int, cscs_round, 
         yield buf
 
 
-def cscs_3d_loss(out: dict, targets: torch.Tensor) -> torch.Tensor:
-    """Eq. 5 for 2D → 3D with the §8 confidence rule (``train2d.cscs.cscs_loss``); NaN targets carry no loss."""
-    from ..train2d.cscs import cscs_loss
-
-    valid = ~torch.isnan(targets)
-    if out.get("valid") is not None:
-        valid &= out["valid"][:, None]
-    student = torch.sigmoid(out["sem_logits"].float())
-    return cscs_loss(student, torch.nan_to_num(targets, nan=0.0), valid)
-
-
 def train_step(model, teacher, opt, sched, samples, cfg: Train3DConfig, step: int, epoch: int,
                device: torch.device) -> dict[str, float]:
     rng = np.random.default_rng([cfg.seed, epoch, step + 1])
@@ -125,7 +115,7 @@ def train_step(model, teacher, opt, sched, samples, cfg: Train3DConfig, step: in
     if cfg.cscs.round is not None and step >= cfg.cscs.start_step and all("cscs" in f for f in frames):
         targets = torch.as_tensor(np.concatenate([f["cscs"] for f in frames]), dtype=torch.float32, device=device)
         ramp = min(1.0, (step - cfg.cscs.start_step + 1) / max(cfg.cscs.warmup_steps, 1))
-        losses["loss_cscs"] = cfg.cscs.weight * ramp * cscs_3d_loss(out, targets)
+        losses["loss_cscs"] = cfg.cscs.weight * ramp * cscs_point_loss(out["sem_logits"], targets, out.get("valid"))
         losses["loss"] = losses["loss"] + losses["loss_cscs"]
     if not torch.isfinite(losses["loss"]):
         raise FloatingPointError(f"step {step}: non-finite loss {float(losses['loss'])} (frames "

@@ -8,7 +8,8 @@ import torch
 
 from mwsis.train2d.boxinst import (box_masks, color_similarity, pairwise_loss, projection_loss, rgb_to_lab,
                                    warmup_factor)
-from mwsis.train2d.cscs import class_prob_maps, cscs_loss, cscs_ramp
+from mwsis.crossmodal.cscs import cscs_loss, cscs_ramp
+from mwsis.train2d.cscs import class_prob_maps
 from mwsis.train3d.ema import EMAConfig, EMATeacher, ema_momentum
 from mwsis.train2d.ipg import (ipg_active, ipg_loss, ipg_pseudo_masks, ipg_weights,
                                pseudo_targets)

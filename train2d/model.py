@@ -27,7 +27,8 @@ from .backbone import ResNetFPN
 from .boxinst import box_masks, color_similarity, dice_loss, pairwise_loss, projection_loss, warmup_factor
 from .condinst import DynamicMaskHead, MaskBranch
 from .config import Model2DConfig
-from .cscs import class_prob_maps, cscs_loss, cscs_ramp, sample_at_projections
+from ..crossmodal.cscs import cscs_loss, cscs_ramp
+from .cscs import class_prob_maps, sample_at_projections
 from .fcos import FCOSHead, fcos_inference, fcos_losses, fcos_targets, flatten_outputs, ltrb_iou, topk_per_gt
 from .ipg import ipg_active, ipg_loss, ipg_pseudo_masks, ipg_weights
 
