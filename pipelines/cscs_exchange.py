@@ -6,9 +6,9 @@ import logging
 from pathlib import Path
 
 from .distributed import DistInfo, broadcast_value
+from .trainer import Hook
 
 log = logging.getLogger(__name__)
-
 
 
 def complete_rounds(root: Path, source: str, shard_names: list[str]) -> list[int]:
@@ -46,4 +46,20 @@ def epoch_round(state: dict, epoch: int, resolve, dist: DistInfo, key: str = "cs
     if epoch not in rounds:
         rounds[epoch] = broadcast_value(resolve() if dist.is_main else None, dist)
     return rounds[epoch]
+
+
+class CSCSRoundHook(Hook):
+    """Before each epoch, the round of ``predictions/<source>`` it reads (``epoch_round``: ``latest`` is
+    re-resolved, a resumed epoch reuses its round); ``trainer.cscs_round`` holds it for ``batches`` and every
+    step logs it as ``cscs_round`` (-1: none yet)."""
+
+    def __init__(self, ds, source: str, spec: str | int):
+        self.resolve = round_resolver(ds, source, spec)
+
+    def before_epoch(self, trainer, epoch: int) -> None:
+        trainer.cscs_round = epoch_round(trainer.state, epoch, self.resolve, trainer.dist)
+
+    def after_step(self, trainer, metrics: dict) -> None:
+        rnd = trainer.state["cscs_rounds"][trainer.state["epoch"]]
+        metrics["cscs_round"] = -1 if rnd is None else rnd
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 from pathlib import Path
 
@@ -23,12 +23,13 @@ from ..train2d.config import Model2DConfig
 from ..train2d.ipg import ipg_active
 from ..train2d.model import BoxInstModel
 from ..train2d.transforms import collate, prepare_image, sample_train_scale
-from ..train3d.ema import EMAConfig, EMATeacher
+from ..train3d.ema import EMAConfig
 from ..train2d.crop import crop_window
 from .samples2d import crop_sample, iter_camera_samples
-from .cscs_exchange import epoch_round, round_resolver
+from .cscs_exchange import CSCSRoundHook
 from .distributed import barrier
-from .training import autocast, fit, load_run_teacher, setup_run
+from .trainer import Hook, Trainer
+from .training import autocast, load_run_teacher
 
 log = logging.getLogger(__name__)
 
@@ -170,46 +171,61 @@ def make_optimizer(model: BoxInstModel, cfg: Train2DConfig) -> torch.optim.Optim
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {cfg.optimizer!r}")
 
 
-def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool = False, show_progress: bool = True,
-             stop_after_epoch: int | None = None, overwrite: bool = False) -> dict:
-    """Train; returns a summary. ``resume`` continues the run in ``out``; ``overwrite`` moves it aside.
-    SAM labels (``pseudo_masks="sam"``) are checked before anything is written to ``out``."""
-    data, run = Path(data), Path(out)
-    if cfg.masks not in ("boxes", "gt"):
-        raise ValueError(f"train2d masks must be 'boxes' or 'gt', not {cfg.masks!r}")
-    dist, device, ds, positions = setup_run(data, cfg.device, cfg.cpu_threads, cfg.seed)
-    if cfg.pseudo_masks == "sam":
-        check_label_shards(ds, "sam", positions)
-    cameras = len(ds.manifest.sensors.get("cameras", [])) or 1
-    images = cameras * sum(ds.manifest.shards[p].frames for p in positions)  # upper bound: cameras with boxes
-    steps_per_epoch = max(1, math.ceil(images / cfg.images_per_step))
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    model_cfg = cfg.model
-    if cfg.backbone_weights:
-        from dataclasses import replace
+class ExportHook(Hook):
+    """CSCS exchange with a 3D job beside this one: every ``export.every`` epochs the EMA teacher's predictions
+    go to ``predictions/2d/round=<epochs done>/`` (each rank its own shards; the round is complete for the 3D
+    job's reader once all have written)."""
 
-        model_cfg = replace(model_cfg, backbone=replace(model_cfg.backbone, weights_path=cfg.backbone_weights))
-    model = BoxInstModel(model_cfg).to(device)
-    teacher = EMATeacher(model, cfg.ema)
-    opt = make_optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, cfg.epochs * steps_per_epoch))
-    ddp_model = model
-    if dist.world_size > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    # CSCS 3D -> 2D: "latest" is re-resolved at each epoch start (a 3D job beside this one writes a round at
-    # each PVC epoch); the round each epoch used is kept in state["cscs_rounds"], so a resumed epoch reuses it
-    resolve = round_resolver(ds, "3d", cfg.cscs_3d) if cfg.cscs_3d else None
+    def after_epoch(self, trainer: "Train2DTrainer", epoch: int) -> None:
+        every = trainer.cfg.export.every
+        if every > 0 and (epoch + 1) % every == 0:
+            from .predict2d import export_predictions_2d
 
-    def batches(epoch, state):
-        cscs_round = epoch_round(state, epoch, resolve, dist) if resolve else None
-        return _epoch_batches(epoch, cscs_round)
+            export_predictions_2d(trainer.data, trainer.teacher.model, trainer.cfg, epoch + 1, trainer.device,
+                                  positions=trainer.positions, show_progress=False,
+                                  info={"run": str(trainer.run.resolve()), "round": epoch + 1})
+            barrier(trainer.dist)
+            trainer.state.setdefault("export_rounds", []).append(epoch + 1)
 
-    def _epoch_batches(epoch, cscs_round):
+
+class Train2DTrainer(Trainer):
+    """The 2D branch (MWSIS §3.2): ``BoxInstModel`` on each camera image with boxes, BoxInst's box losses (or
+    the true masks with ``masks: gt``), IPG from the EMA teacher, CSCS 3D -> 2D when ``cscs_3d`` is set."""
+
+    kind = "train-2d"
+
+    def check_inputs(self) -> None:
+        if self.cfg.pseudo_masks == "sam":
+            check_label_shards(self.ds, "sam", self.positions)
+        self.cscs_round = None
+
+    def num_steps_per_epoch(self) -> int:
+        cameras = len(self.ds.manifest.sensors.get("cameras", [])) or 1
+        images = cameras * sum(self.ds.manifest.shards[p].frames for p in self.positions)  # upper bound
+        return math.ceil(images / self.cfg.images_per_step)
+
+    def build_model(self) -> torch.nn.Module:
+        model_cfg = self.cfg.model
+        if self.cfg.backbone_weights:
+            model_cfg = replace(model_cfg, backbone=replace(model_cfg.backbone, weights_path=self.cfg.backbone_weights))
+        return BoxInstModel(model_cfg)
+
+    def build_optimizer(self):
+        opt = make_optimizer(self.model, self.cfg)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(self.cfg, self.total_steps))
+
+    def default_hooks(self) -> list[Hook]:
+        # CSCS 3D -> 2D: "latest" is re-resolved at each epoch start (a 3D job beside this one writes a round at
+        # each PVC epoch); the round each epoch used is kept in state["cscs_rounds"]
+        cscs = [CSCSRoundHook(self.ds, "3d", self.cfg.cscs_3d)] if self.cfg.cscs_3d else []
+        return [*cscs, ExportHook()]
+
+    def batches(self, epoch: int):
+        cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, epoch, 1])
         buf = []
-        for s in iter_camera_samples(ds, positions, rng, sam=cfg.pseudo_masks == "sam", cscs_round=cscs_round,
-                                     gt_masks=cfg.masks == "gt"):
+        for s in iter_camera_samples(self.ds, self.positions, rng, sam=cfg.pseudo_masks == "sam",
+                                     cscs_round=self.cscs_round, gt_masks=cfg.masks == "gt"):
             buf.append(_prepare(s, cfg, rng, train=True))
             if len(buf) == cfg.images_per_step:
                 yield buf
@@ -217,7 +233,8 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
         if buf:
             yield buf
 
-    def step(samples, state):
+    def run_step(self, samples) -> dict[str, torch.Tensor]:
+        cfg, device = self.cfg, self.device
         images, targets = collate(samples)
         images = images.to(device)
         for t in targets:
@@ -227,55 +244,33 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
         if cfg.masks == "gt":
             for t, m in zip(targets, rle_target_maps(targets, "gt_masks", images)[0]):
                 t["mask_targets"] = m
-        it = state["step"]
+        it = self.state["step"]
         # the pseudo masks feed only the IPG loss: skip the teacher forward without it and before its warm-up
         teacher_out = None
         if cfg.model.ipg.enabled and ipg_active(it, cfg.model.ipg.warmup_iters):
             with torch.no_grad():
                 teacher_out = (sam_teacher_outputs(targets, images) if cfg.pseudo_masks == "sam"
-                               else teacher.model.ipg_teacher_outputs(images, targets))
-        ddp_model.train()
+                               else self.teacher.model.ipg_teacher_outputs(images, targets))
+        self.ddp_model.train()
         with autocast(device):
-            losses = ddp_model(images, targets, teacher_outputs=teacher_out, iteration=it)
-        loss = sum(v.float() for v in losses.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {it}: non-finite loss {float(loss)}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip_grad:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        opt.step()
-        sched.step()
-        m = teacher.update(model, it)
-        out = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
-               "lr": sched.get_last_lr()[0], "ema_momentum": m}
-        if resolve:
-            rnd = state["cscs_rounds"][state["epoch"]]
-            out["cscs_round"] = -1 if rnd is None else rnd
+            return self.ddp_model(images, targets, teacher_outputs=teacher_out, iteration=it)
+
+    def summary(self, res: dict) -> dict:
+        out = super().summary(res)
+        for key in ("cscs_rounds", "export_rounds"):
+            if key in self.state:
+                out[key] = self.state[key]
+        log.info("train-2d: %d steps on %s in %.1f s, final loss %.4f", out["steps"], self.device, out["seconds"],
+                 out["last"].get("loss", float("nan")))
         return out
 
-    def after_epoch(epoch, state):
-        if cfg.export.every > 0 and (epoch + 1) % cfg.export.every == 0:
-            from .predict2d import export_predictions_2d
 
-            # each rank its own shards; the round is complete for the 3D job's reader once all have written
-            export_predictions_2d(data, teacher.model, cfg, epoch + 1, device, positions=positions,
-                                  info={"run": str(run.resolve()), "round": epoch + 1}, show_progress=False)
-            barrier(dist)
-            state.setdefault("export_rounds", []).append(epoch + 1)
-
-    state = {"epoch": 0, "step": 0}
-    res = fit(run, cfg, {"model": model, "teacher": teacher.model, "optimizer": opt, "scheduler": sched}, state,
-              batches, step, steps_per_epoch, cfg.epochs, dist, "train-2d", after_epoch, resume, show_progress,
-              stop_after_epoch, {"data": str(data), "kind": "train-2d"}, overwrite)
-    summary = {"epochs": cfg.epochs, "steps": res["state"]["step"], "seconds": res["seconds"], "device": str(device),
-               "preempted": res["preempted"], "last": res["last"]}
-    for key in ("cscs_rounds", "export_rounds"):
-        if key in res["state"]:
-            summary[key] = res["state"][key]
-    log.info("train-2d: %d steps on %s in %.1f s, final loss %.4f", summary["steps"], device, summary["seconds"],
-             res["last"].get("loss", float("nan")))
-    return summary
+def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool = False, show_progress: bool = True,
+             stop_after_epoch: int | None = None, overwrite: bool = False, hooks: tuple[Hook, ...] = ()) -> dict:
+    """Train; returns a summary. ``resume`` continues the run in ``out``; ``overwrite`` moves it aside.
+    SAM labels (``pseudo_masks="sam"``) are checked before anything is written to ``out``. ``hooks`` run after
+    the built-in ones (CSCS round, export)."""
+    return Train2DTrainer(data, out, cfg, hooks).train(resume, overwrite, show_progress, stop_after_epoch)
 
 
 def load_teacher_2d(run: Path | str, device: torch.device | str = "cpu") -> tuple[BoxInstModel, Train2DConfig]:

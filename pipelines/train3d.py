@@ -18,19 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..crossmodal.cscs import cscs_point_loss
 from ..pseudolabel.pvc import PVCConfig
 from ..pseudolabel.spg import SPGConfig
 from ..train3d.augment import AugmentConfig, augment_frame
-from ..train3d.ema import EMAConfig, EMATeacher
+from ..train3d.ema import EMAConfig
 from ..train3d.infer import InferConfig
-from ..train3d.losses import LossConfig, segmentor_loss
+from ..train3d.losses import LossConfig
 from ..train3d.model import SegmentorConfig, VoteSegmentor, make_batch
 from ..data.label_store import check_label_shards
 from .samples3d import GROUND_TRUTH, iter_samples
-from .cscs_exchange import epoch_round, round_resolver
+from .cscs_exchange import CSCSRoundHook
 from .distributed import barrier
-from .training import autocast, fit, load_run_teacher, setup_run
+from .trainer import Hook, Trainer
+from .training import autocast, load_run_teacher
 
 log = logging.getLogger(__name__)
 
@@ -90,46 +90,6 @@ def _sample_dict(s) -> dict:
     return d
 
 
-def _batches(ds, labels, positions, cfg: Train3DConfig, epoch: int, cscs_round, skipped: set | None = None):
-    rng = np.random.default_rng([cfg.seed, epoch, 0])
-    buf = []
-    for s in iter_samples(ds, labels, positions, rng, cfg.spg, cscs_round, skipped):
-        buf.append(s)
-        if len(buf) == cfg.frames_per_step:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
-
-
-def train_step(model, teacher, opt, sched, samples, cfg: Train3DConfig, step: int, epoch: int,
-               device: torch.device) -> dict[str, float]:
-    rng = np.random.default_rng([cfg.seed, epoch, step + 1])
-    frames = [augment_frame(_sample_dict(s), rng, cfg.augment) for s in samples]
-    batch = make_batch(frames, device)
-    model.train()
-    with autocast(device):
-        out = model(batch)
-    out = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}
-    losses = segmentor_loss(out, batch.xyz, batch.semantic, batch.instance, batch.batch_idx, cfg.loss)
-    if cfg.cscs.round is not None and step >= cfg.cscs.start_step and all("cscs" in f for f in frames):
-        targets = torch.as_tensor(np.concatenate([f["cscs"] for f in frames]), dtype=torch.float32, device=device)
-        ramp = min(1.0, (step - cfg.cscs.start_step + 1) / max(cfg.cscs.warmup_steps, 1))
-        losses["loss_cscs"] = cfg.cscs.weight * ramp * cscs_point_loss(out["sem_logits"], targets, out.get("valid"))
-        losses["loss"] = losses["loss"] + losses["loss_cscs"]
-    if not torch.isfinite(losses["loss"]):
-        raise FloatingPointError(f"step {step}: non-finite loss {float(losses['loss'])} (frames "
-                                 f"{[s.frame_id for s in samples]})")
-    opt.zero_grad(set_to_none=True)
-    losses["loss"].backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-    opt.step()
-    sched.step()
-    momentum = teacher.update(model.module if hasattr(model, "module") else model, step)
-    return {**{k: float(v.detach()) for k, v in losses.items()}, "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0],
-            "ema_momentum": momentum}
-
-
 def _pvc_due(cfg: Train3DConfig, epoch: int) -> bool:
     """After finishing ``epoch`` (0-based): is a PVC round due?"""
     if not cfg.pvc.enabled or cfg.labels == GROUND_TRUTH:  # full supervision: nothing to correct
@@ -157,69 +117,105 @@ def run_pvc_round(data: Path, teacher: torch.nn.Module, cfg: Train3DConfig, rnd:
         raise RuntimeError(f"PVC round {rnd} failed: {failed[0].shard}: {failed[0].error}")
 
 
+class PVCHook(Hook):
+    """MWSIS §3.3 in the loop: from ``pvc.start_epoch`` on, every ``pvc.every`` epochs, export the EMA teacher's
+    predictions as a round and run the ``pvc`` stage over this rank's shards; training continues on
+    ``labels/pvc``. Under DDP every rank votes on its own shards, then all wait for each other."""
+
+    def after_epoch(self, trainer: "Train3DTrainer", epoch: int) -> None:
+        if _pvc_due(trainer.cfg, epoch):
+            run_pvc_round(trainer.data, trainer.teacher.model, trainer.cfg, epoch + 1, trainer.cfg.labels,
+                          trainer.device, trainer.positions)
+            barrier(trainer.dist)  # every rank has voted on its shards: all train on labels/pvc from here on
+            trainer.state["labels"] = "pvc"
+            trainer.state["pvc_rounds"].append(epoch + 1)
+
+
+class Train3DTrainer(Trainer):
+    """The 3D branch (MWSIS §3.5): ``VoteSegmentor`` on the label stage ``cfg.labels`` (or the ground truth),
+    one-cycle AdamW, with the PVC rounds and, when ``cscs.round`` is set, CSCS 2D -> 3D (Eq. 6)."""
+
+    kind = "train-3d"
+
+    def check_inputs(self) -> None:
+        if self.cfg.labels != GROUND_TRUTH:
+            check_label_shards(self.ds, self.cfg.labels, self.positions)
+        self.skipped: set[str] = set()  # frames without usable points: warned about once each, counted in the summary
+        self.cscs_round = None
+
+    def num_steps_per_epoch(self) -> int:
+        return math.ceil(sum(self.ds.manifest.shards[p].frames for p in self.positions) / self.cfg.frames_per_step)
+
+    def build_model(self) -> torch.nn.Module:
+        return VoteSegmentor(self.cfg.model, self.cfg.loss)
+
+    def build_optimizer(self):
+        cfg = self.cfg
+        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay)
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.max_lr, total_steps=max(self.total_steps, 1),
+                                                        pct_start=cfg.pct_start)
+
+    def initial_state(self) -> dict:
+        return {"labels": self.cfg.labels, "pvc_rounds": []}
+
+    def default_hooks(self) -> list[Hook]:
+        # CSCS 2D -> 3D: "latest" is re-resolved at each epoch start (a 2D job beside this one exports new rounds,
+        # see train2d's export.every); the round each epoch used is kept in state["cscs_rounds"]
+        cscs = [CSCSRoundHook(self.ds, "2d", self.cfg.cscs.round)] if self.cfg.cscs.round is not None else []
+        return [*cscs, PVCHook()]
+
+    def batches(self, epoch: int):
+        rng = np.random.default_rng([self.cfg.seed, epoch, 0])
+        buf = []
+        for s in iter_samples(self.ds, self.state["labels"], self.positions, rng, self.cfg.spg, self.cscs_round,
+                              self.skipped):
+            buf.append(s)
+            if len(buf) == self.cfg.frames_per_step:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+
+    def run_step(self, samples) -> dict[str, torch.Tensor]:
+        cfg, step = self.cfg, self.state["step"]
+        rng = np.random.default_rng([cfg.seed, self.state["epoch"], step + 1])
+        frames = [augment_frame(_sample_dict(s), rng, cfg.augment) for s in samples]
+        batch = make_batch(frames, self.device)
+        targets, weight = None, 0.0
+        if cfg.cscs.round is not None and step >= cfg.cscs.start_step and all("cscs" in f for f in frames):
+            targets = torch.as_tensor(np.concatenate([f["cscs"] for f in frames]), dtype=torch.float32, device=self.device)
+            weight = cfg.cscs.weight * min(1.0, (step - cfg.cscs.start_step + 1) / max(cfg.cscs.warmup_steps, 1))
+        self.ddp_model.train()
+        with autocast(self.device):
+            return self.ddp_model(batch, targets, weight)
+
+    def describe(self, samples) -> str:
+        return f" (frames {[s.frame_id for s in samples]})"
+
+    def summary(self, res: dict) -> dict:
+        out = {**super().summary(res), "labels": self.state["labels"], "pvc_rounds": self.state["pvc_rounds"],
+               "skipped_frames": len(self.skipped)}
+        if self.skipped:
+            log.warning("train-3d: %d frames without usable points were skipped (first: %s)", len(self.skipped),
+                        sorted(self.skipped)[0])
+        if "cscs_rounds" in self.state:
+            out["cscs_rounds"] = self.state["cscs_rounds"]
+        log.info("train-3d: %d steps on %s in %.1f s, final loss %.4f", out["steps"], self.device, out["seconds"],
+                 out["last"].get("loss", float("nan")))
+        return out
+
+
 def train_3d(data: Path | str, out: Path | str, cfg: Train3DConfig, resume: bool = False,
-             show_progress: bool = True, stop_after_epoch: int | None = None, overwrite: bool = False) -> dict:
+             show_progress: bool = True, stop_after_epoch: int | None = None, overwrite: bool = False,
+             hooks: tuple[Hook, ...] = ()) -> dict:
     """Train; returns a summary. Writes config/run snapshot, metrics.csv and checkpoints into ``out``.
 
     ``stop_after_epoch`` ends this process after that epoch's checkpoint (as a preempted job would);
     a later ``resume=True`` run continues the same schedule. ``overwrite`` moves an existing run aside.
-    The labels are checked (present, checksums) before anything is written to ``out``.
+    The labels are checked (present, checksums) before anything is written to ``out``. ``hooks`` run after
+    the built-in ones (CSCS round, PVC).
     """
-    data, run = Path(data), Path(out)
-    dist, device, ds, positions = setup_run(data, cfg.device, cfg.cpu_threads, cfg.seed)
-    if cfg.labels != GROUND_TRUTH:  # before anything is written to ``out``
-        check_label_shards(ds, cfg.labels, positions)
-    skipped: set[str] = set()  # frames without usable points: warned about once each, counted in the summary
-    frames = sum(ds.manifest.shards[p].frames for p in positions)
-    steps_per_epoch = math.ceil(frames / cfg.frames_per_step)
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    model = VoteSegmentor(cfg.model).to(device)
-    teacher = EMATeacher(model, cfg.ema)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.max_lr, total_steps=max(cfg.epochs * steps_per_epoch, 1),
-                                                pct_start=cfg.pct_start)
-    ddp_model = model
-    if dist.world_size > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    # CSCS 2D -> 3D: "latest" is re-resolved at each epoch start (a 2D job running beside this one exports new
-    # rounds, see train2d's export.every); the round each epoch used is kept in state["cscs_rounds"]
-    resolve = round_resolver(ds, "2d", cfg.cscs.round) if cfg.cscs.round is not None else None
-
-    def batches(epoch, state):
-        rnd = epoch_round(state, epoch, resolve, dist) if resolve else None
-        return _batches(ds, state["labels"], positions, cfg, epoch, rnd, skipped)
-
-    def step(samples, state):
-        out = train_step(ddp_model, teacher, opt, sched, samples, cfg, state["step"], state["epoch"], device)
-        if resolve:
-            rnd = state["cscs_rounds"][state["epoch"]]
-            out["cscs_round"] = -1 if rnd is None else rnd
-        return out
-
-    def after_epoch(epoch, state):
-        if _pvc_due(cfg, epoch):
-            run_pvc_round(data, teacher.model, cfg, epoch + 1, cfg.labels, device, positions)
-            barrier(dist)  # every rank has voted on its shards: all train on labels/pvc from here on
-            state["labels"] = "pvc"
-            state["pvc_rounds"].append(epoch + 1)
-
-    state = {"epoch": 0, "step": 0, "labels": cfg.labels, "pvc_rounds": []}
-    res = fit(run, cfg, {"model": model, "teacher": teacher.model, "optimizer": opt, "scheduler": sched}, state,
-              batches, step, steps_per_epoch, cfg.epochs, dist, "train-3d", after_epoch, resume, show_progress,
-              stop_after_epoch, {"data": str(data), "kind": "train-3d"}, overwrite)
-    state, last = res["state"], res["last"]
-    summary = {"epochs": cfg.epochs, "steps": state["step"], "seconds": res["seconds"], "device": str(device),
-               "labels": state["labels"], "pvc_rounds": state["pvc_rounds"], "preempted": res["preempted"],
-               "last": last, "skipped_frames": len(skipped)}
-    if skipped:
-        log.warning("train-3d: %d frames without usable points were skipped (first: %s)", len(skipped),
-                    sorted(skipped)[0])
-    if "cscs_rounds" in state:
-        summary["cscs_rounds"] = state["cscs_rounds"]
-    log.info("train-3d: %d steps on %s in %.1f s, final loss %.4f", state["step"], device, summary["seconds"],
-             last.get("loss", float("nan")))
-    return summary
+    return Train3DTrainer(data, out, cfg, hooks).train(resume, overwrite, show_progress, stop_after_epoch)
 
 
 def load_teacher(run: Path | str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Train3DConfig]:

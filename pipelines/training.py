@@ -1,4 +1,4 @@
-"""Training infrastructure shared by the 2D and 3D trainers (written once, used by both).
+"""Training infrastructure shared by the 2D and 3D trainers (the loop itself is ``trainer.Trainer``).
 
 * configs: dataclasses with the paper's defaults, a YAML file, then ``--set a.b=value`` overrides;
 * a run directory with a snapshot of the resolved config, versions and git commit;
@@ -26,7 +26,7 @@ import torch
 
 from .. import __version__
 from ..data.store import StoreError, atomic_path, write_bytes_atomic
-from .distributed import DistInfo, Preemption, barrier, init_distributed, pick_device
+from .distributed import init_distributed, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -167,183 +167,6 @@ def setup_run(data: Path, device_name: str | None, cpu_threads: int, seed: int):
     seed_everything(seed)
     ds = open_dataset(data)
     return dist, device, ds, list(range(dist.rank, ds.num_shards, dist.world_size))
-
-
-# ------------------------------------------------------------------------------------- the epoch loop
-
-
-def _checkpoint(run: Path, cfg: Any, parts: dict[str, Any], state: dict, name: str, dist: DistInfo) -> None:
-    if dist.is_main:
-        save_checkpoint(run, {**{n: p.state_dict() for n, p in parts.items()}, "state": dict(state),
-                              "config": config_to_dict(cfg), "torch_rng": torch.get_rng_state(),
-                              # dropout/sampling on the GPU draws from the CUDA generators, kept per device
-                              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                        name)
-    barrier(dist)  # no rank exits (or reads the checkpoint) before rank 0 has written it
-
-
-def fit(run: Path, cfg: Any, parts: dict[str, Any], state: dict, batches, step, steps_per_epoch: int,
-        epochs: int, dist: DistInfo, desc: str, after_epoch=None, resume: bool = False,
-        show_progress: bool = True, stop_after_epoch: int | None = None, extra_snapshot: dict | None = None,
-        overwrite: bool = False) -> dict:
-    """The epoch loop both trainers share.
-
-    ``parts``: name -> object with ``state_dict``/``load_state_dict`` (model, teacher, optimizer, scheduler),
-    all checkpointed every epoch with ``state`` (``epoch`` and ``step`` are kept up to date here; trainers add
-    their own keys). ``batches(epoch, state)`` yields batches; ``step(batch, state)`` trains on one and returns
-    scalar metrics (logged to metrics.csv); ``after_epoch(epoch, state)`` runs before the checkpoint (e.g. PVC).
-    ``resume`` continues from the newest checkpoint; ``stop_after_epoch`` ends early, as a preempted job would.
-
-    Preemption (``Preemption``): at the next step boundary the run writes a mid-epoch checkpoint whose
-    ``state["batch"]`` counts the epoch's batches done, and returns with ``preempted`` set. Resuming from it
-    replays the epoch's batch stream (seeded by (seed, epoch)) without training on the first ``batch``
-    batches, so a preempted and resumed run ends with the same weights as an uninterrupted one.
-
-    A run directory that already holds files is left alone unless ``resume`` (same kind of run) or
-    ``overwrite`` (it is moved aside first): see ``claim_run_dir``. Callers check their inputs before this.
-    """
-    if dist.is_main:
-        claim_run_dir(run, desc, resume, overwrite)
-    barrier(dist)
-    with _run_lock(run, dist):
-        return _fit(run, cfg, parts, state, batches, step, steps_per_epoch, epochs, dist, desc, after_epoch, resume,
-                    show_progress, stop_after_epoch, extra_snapshot)
-
-
-def claim_run_dir(run: Path, kind: str, resume: bool, overwrite: bool) -> Path | None:
-    """Make ``run`` safe to write: a missing or empty directory (or one with only ``slurm/``) is fine; one
-    that holds files needs
-    ``resume`` (and must be a ``kind`` run) or ``overwrite``, which renames it to ``<run>.old-<time>``
-    instead of deleting anything. Returns where an old run was moved, else None."""
-    import time
-
-    from .slurm_train import SLURM_DIR
-
-    run = Path(run)
-    # RUN/slurm/ (job scripts and logs) exists before a SLURM job's first start: not a run yet
-    if not run.exists() or not any(p.name != SLURM_DIR for p in run.iterdir()):
-        return None
-    try:
-        found = json.loads((run / "run.json").read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        # a run killed before it wrote run.json holds only run files: still ours to resume
-        own = {"metrics.csv", "config.yaml", "run.json", CHECKPOINTS, SLURM_DIR}
-        found = kind if all(p.name in own or p.name.startswith(".") for p in run.iterdir()) else None
-    what = f"a {found} run" if found else "files that are not a training run"
-    if overwrite:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        dest, n = run.with_name(f"{run.name}.old-{stamp}"), 1
-        while dest.exists():
-            dest, n = run.with_name(f"{run.name}.old-{stamp}-{n}"), n + 1
-        run.rename(dest)
-        log.warning("%s: moved the previous run aside to %s (--overwrite)", run, dest)
-        return dest
-    if resume and found == kind:
-        return None
-    if resume:
-        raise StoreError(f"{run}: --resume needs a {kind} run here, but it holds {what}; choose another --out")
-    newest = None
-    with contextlib.suppress(StoreError):
-        newest = latest_checkpoint(run)
-    has = f" (newest checkpoint {newest.name})" if newest is not None else ""
-    raise StoreError(f"{run}: already holds {what}{has}; pass --resume to continue it, or --overwrite to move "
-                     f"it aside to {run.name}.old-<time> and start afresh")
-
-
-@contextlib.contextmanager
-def _run_lock(run: Path, dist: DistInfo):
-    """One job per run directory: a second trainer on the same ``--out`` (two SLURM jobs by mistake) waits
-    instead of interleaving its checkpoints and metrics rows. Under the lock no other writer of the run exists,
-    so temp files in ``checkpoints/`` are a killed writer's leftovers (a checkpoint can be ~100 MB): remove them."""
-    from ..data.locks import exclusive_lock
-    from ..data.store import TEMP_SUFFIX
-
-    if not dist.is_main:
-        yield
-        return
-    pointer = run / CHECKPOINTS / LATEST
-    with exclusive_lock(pointer, f"training run {run}"):
-        for tmp in (run / CHECKPOINTS).glob(f".*{TEMP_SUFFIX}"):
-            tmp.unlink(missing_ok=True)
-        yield
-
-
-def _min_over_ranks(n: int, dist: DistInfo) -> int:
-    """Every rank must run the same number of steps (DDP's all-reduce would hang on the rank with more)."""
-    if dist.world_size <= 1:
-        return n
-    import torch.distributed as tdist
-
-    device = torch.device("cuda", torch.cuda.current_device()) if tdist.get_backend() == "nccl" else torch.device("cpu")
-    t = torch.tensor([n], device=device)
-    tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
-    return int(t.item())
-
-
-def _fit(run, cfg, parts, state, batches, step, steps_per_epoch, epochs, dist, desc, after_epoch, resume,
-         show_progress, stop_after_epoch, extra_snapshot) -> dict:
-    import time
-
-    from .progress import progress_bar
-
-    metrics = MetricsLog(run, enabled=dist.is_main)
-    steps_per_epoch = _min_over_ranks(steps_per_epoch, dist)
-    ckpt = latest_checkpoint(run) if resume else None
-    if ckpt is not None:
-        saved = load_checkpoint(ckpt)
-        for name, part in parts.items():
-            part.load_state_dict(saved[name])
-        state.clear()
-        state.update(saved["state"])
-        if "torch_rng" in saved:  # models that draw from torch's global generator continue identically
-            torch.set_rng_state(saved["torch_rng"])
-        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    # rows after the checkpoint (or all rows, starting over) were logged by a run that was killed or replaced
-    metrics.truncate_after(state["step"])
-    if dist.is_main:
-        snapshot_run(run, cfg, {"resumed_from": None if ckpt is None else ckpt.name, "kind": desc,
-                                **(extra_snapshot or {})})
-    t0 = time.time()
-    last: dict = {}
-    with Preemption(run, dist) as preempt:
-        for epoch in range(state["epoch"], epochs):
-            done = state.get("batch", 0)  # > 0 only when resuming from a mid-epoch checkpoint
-            stream = iter(batches(epoch, state))
-            if done:
-                rng = torch.get_rng_state()  # the checkpoint's; replaying batches must not move it
-                for _ in range(done):
-                    if next(stream, None) is None:
-                        raise StoreError(f"{ckpt}: epoch {epoch + 1} has fewer than {done} batches now "
-                                         "(dataset changed since the checkpoint?)")
-                torch.set_rng_state(rng)
-            with progress_bar(total=steps_per_epoch, initial=done, unit="step", desc=f"{desc} epoch {epoch + 1}/{epochs}",
-                              enabled=show_progress and dist.is_main) as bar:
-                for i in range(done, steps_per_epoch):
-                    batch = next(stream, None)
-                    if batch is None:
-                        break
-                    last = step(batch, state)
-                    state["step"] += 1
-                    state["batch"] = i + 1
-                    metrics.log(state["step"], epoch, last)
-                    bar.set_postfix(loss=f"{last.get('loss', float('nan')):.3f}")
-                    bar.update(1)
-                    if i + 1 < steps_per_epoch and preempt.requested():
-                        _checkpoint(run, cfg, parts, state, f"step-{state['step']:08d}", dist)
-                        preempt.acknowledge()
-                        return {"state": state, "last": last, "seconds": time.time() - t0, "preempted": True}
-            state.pop("batch", None)
-            state["epoch"] = epoch + 1
-            if after_epoch is not None:
-                after_epoch(epoch, state)
-            _checkpoint(run, cfg, parts, state, f"epoch-{epoch + 1:04d}", dist)
-            if epoch + 1 < epochs and preempt.requested():  # asked during the last step or after_epoch
-                preempt.acknowledge()
-                return {"state": state, "last": last, "seconds": time.time() - t0, "preempted": True}
-            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-                break
-    return {"state": state, "last": last, "seconds": time.time() - t0, "preempted": False}
 
 
 def load_run_teacher(run: Path, config_cls, build_model, device: torch.device | str = "cpu", kind: str = "train"):

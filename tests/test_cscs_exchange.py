@@ -11,11 +11,11 @@ import pytest
 from mwsis.data.integrity import stamp_path
 from mwsis.data.prediction_store import PredictionShard, list_rounds, round_dir
 from mwsis.data.store import open_dataset
-from mwsis.pipelines import train3d
 from mwsis.pipelines.runner import run_stages
 from mwsis.pipelines.train2d import Train2DConfig, train_2d
 from mwsis.pipelines.train3d import Train3DConfig, train_3d
 from mwsis.pipelines.distributed import PREEMPT_FLAG
+from mwsis.pipelines.trainer import Hook
 from mwsis.pipelines.training import latest_checkpoint, load_checkpoint, load_config, read_metrics
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -43,7 +43,7 @@ def test_2d_run_exports_a_round_every_epoch(exported):
     assert load_checkpoint(latest_checkpoint(data.parent / "run2d"))["state"]["export_rounds"] == [1, 2]
 
 
-def test_3d_latest_follows_new_rounds_and_resume_keeps_the_recorded_one(exported, tmp_path, monkeypatch):
+def test_3d_latest_follows_new_rounds_and_resume_keeps_the_recorded_one(exported, tmp_path):
     src, _ = exported
     data = tmp_path / "ds"
     shutil.copytree(src, data)
@@ -71,18 +71,13 @@ def test_3d_latest_follows_new_rounds_and_resume_keeps_the_recorded_one(exported
     release(2)
 
     # preempted in the middle of epoch 2 (which reads round 2); round 3 appears before the resume
-    original = train3d.train_step
+    class PreemptAfterStep5(Hook):  # the 5th step: the first of epoch 2 (2 steps per epoch)
+        def after_step(self, trainer, metrics):
+            if trainer.state["step"] == 4:
+                (run / PREEMPT_FLAG).touch()
 
-    def step_then_preempt(*args, **kwargs):
-        out = original(*args, **kwargs)
-        if args[6] == 4:  # the 5th step: the first of epoch 2 (2 steps per epoch)
-            (run / PREEMPT_FLAG).touch()
-        return out
-
-    monkeypatch.setattr(train3d, "train_step", step_then_preempt)
-    res = train_3d(data, run, cfg, resume=True, show_progress=False)
+    res = train_3d(data, run, cfg, resume=True, show_progress=False, hooks=(PreemptAfterStep5(),))
     assert res["preempted"] and load_checkpoint(latest_checkpoint(run))["state"]["batch"] == 1
-    monkeypatch.setattr(train3d, "train_step", original)
     release(3)
     res = train_3d(data, run, cfg, resume=True, show_progress=False)
     assert not res["preempted"] and res["cscs_rounds"] == {0: None, 1: 1, 2: 2}  # not 3: recorded at epoch start

@@ -19,84 +19,96 @@ from mwsis.data.store import open_dataset
 from mwsis.pipelines.train2d import Train2DConfig, train_2d
 from mwsis.pipelines.train3d import Train3DConfig, train_3d
 from mwsis.pipelines.distributed import PREEMPT_FLAG, PREEMPTED_EXIT, DistInfo
-from mwsis.pipelines.training import fit, latest_checkpoint, load_checkpoint, load_config, read_metrics
+from mwsis.pipelines.trainer import Hook, Trainer
+from mwsis.pipelines.training import latest_checkpoint, load_checkpoint, load_config, read_metrics
+from mwsis.train3d.ema import EMAConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-# ------------------------------------------------------------------------ fit() on a toy model
+# ------------------------------------------------------------------- the Trainer loop on a toy model
 
 
-class _Toy:
+class _Toy(Trainer):
     """A model whose step draws from torch's global RNG (dropout) and whose batch stream does too, so a
     resume that restores the RNG at the wrong moment, or replays the wrong batches, changes the weights."""
 
-    def __init__(self):
-        torch.manual_seed(0)
-        self.model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.02, momentum=0.5)
-        self.parts = {"model": self.model, "optimizer": self.opt}
+    kind = "toy"
 
-    @staticmethod
-    def batches(epoch, state):
+    def __init__(self, run, epochs=3, hooks=()):
+        super().__init__(run, run, _Cfg(epochs), hooks)
+
+    def setup(self):
+        return DistInfo(), torch.device("cpu"), None, []
+
+    def num_steps_per_epoch(self):
+        return 4
+
+    def build_model(self):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+
+    def build_optimizer(self):
+        opt = torch.optim.SGD(self.model.parameters(), lr=0.02, momentum=0.5)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
+
+    def batches(self, epoch):
         rng = np.random.default_rng([0, epoch])
         for _ in range(5):
             x = torch.as_tensor(rng.normal(size=(3, 4)), dtype=torch.float32)
             yield x, x.sum(1, keepdim=True) + torch.randn(3, 1) * 0.01
 
-    def step(self, batch, state):
+    def run_step(self, batch):
         x, y = batch
-        loss = ((self.model(x) - y) ** 2).mean()
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        return {"loss": float(loss.detach())}
+        self.model.train()
+        return {"loss_mse": ((self.model(x) - y) ** 2).mean()}
 
 
 @dataclass(frozen=True)
 class _Cfg:
     epochs: int = 3
+    seed: int = 0
+    clip_grad: float | None = None
+    max_steps_per_epoch: int | None = None
+    ema: EMAConfig = EMAConfig()
 
 
-def _fit(run, toy, step=None, resume=False, epochs=3):
-    return fit(run, _Cfg(epochs), toy.parts, {"epoch": 0, "step": 0}, toy.batches, step or toy.step, 4, epochs, DistInfo(),
-               "toy", resume=resume, show_progress=False)
+def _fit(run, hooks=(), resume=False, epochs=3):
+    toy = _Toy(run, epochs, hooks)
+    return toy, toy.train(resume=resume, show_progress=False)
 
 
 @pytest.mark.parametrize("how, at", [("SIGUSR1", 6), ("SIGTERM", 2), ("flag", 9), ("SIGUSR1", 4)])
-def test_fit_stops_at_the_step_and_resumes_identically(tmp_path, how, at):
+def test_trainer_stops_at_the_step_and_resumes_identically(tmp_path, how, at):
     """Steps 1-indexed, 4 per epoch: 6 and 2 and 9 are mid-epoch, 4 ends epoch 1 (stop after its checkpoint)."""
-    full = _Toy()
-    _fit(tmp_path / "full", full)
+    full, _ = _fit(tmp_path / "full")
     torch.manual_seed(123)  # the resumed run must not depend on the RNG it starts with
 
-    toy, run = _Toy(), tmp_path / "part"
+    run = tmp_path / "part"
 
-    def step(batch, state):
-        out = toy.step(batch, state)
-        if state["step"] + 1 == at:  # fit increments state["step"] after this returns
-            if how == "flag":
-                (run / PREEMPT_FLAG).touch()
-            else:
-                os.kill(os.getpid(), getattr(signal, how))
-        return out
+    class Stop(Hook):
+        def after_step(self, trainer, metrics):
+            if trainer.state["step"] + 1 == at:  # the loop increments state["step"] after the step
+                if how == "flag":
+                    (run / PREEMPT_FLAG).touch()
+                else:
+                    os.kill(os.getpid(), getattr(signal, how))
 
-    res = _fit(run, toy, step)
-    assert res["preempted"] and res["state"]["step"] == at
+    _, res = _fit(run, [Stop()])
+    assert res["preempted"] and res["steps"] == at
     saved = load_checkpoint(latest_checkpoint(run))
     if at % 4:
         assert latest_checkpoint(run).name == f"step-{at:08d}.pt" and saved["state"]["batch"] == at % 4
     else:
         assert latest_checkpoint(run).name == f"epoch-{at // 4:04d}.pt" and "batch" not in saved["state"]
     assert not (run / PREEMPT_FLAG).exists()  # honoured: a later --resume does not stop at once
-    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # fit() restores the handlers it set
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the loop restores the handlers it set
 
-    again = _Toy()
-    res = _fit(run, again, resume=True)
-    assert not res["preempted"] and res["state"] == {"epoch": 3, "step": 12}
+    again, res = _fit(run, resume=True)
+    assert not res["preempted"] and again.state == {"epoch": 3, "step": 12}
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, again.model.state_dict()[k]), k
-    assert [r["step"] for r in read_metrics(run)] == list(range(1, 13))
+    assert [r["step"] for r in read_metrics(run) if r["name"] == "loss"] == list(range(1, 13))
 
 
 # ------------------------------------------------------------------ real trainers, real signals

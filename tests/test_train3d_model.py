@@ -65,7 +65,7 @@ def test_tiny_model_shapes_backward_and_voxel_order():
     torch.manual_seed(0)
     b = make_batch(_frames(2, 1500, far=7))
     model = VoteSegmentor(SegmentorConfig.tiny())
-    out = model(b)
+    out = model.outputs(b)  # training mode: model(b) would return the losses
     n = b.xyz.shape[0]
     assert out["sem_logits"].shape == (n, 3) and out["votes"].shape == (n, 3, 3)
     valid = out["valid"]
@@ -84,6 +84,19 @@ def test_tiny_model_shapes_backward_and_voxel_order():
     x = sp.SparseConvTensor(model.vfe(b.xyz, b.feats, vox), vox.coords, model.cfg.voxel.sparse_shape, 2)
     y = model.backbone(x)
     assert torch.equal(y.indices, vox.coords) and y.features.shape[1] == 16
+
+
+def test_training_mode_returns_the_weighted_losses_eval_mode_the_outputs():
+    torch.manual_seed(0)
+    b = make_batch(_frames(2, 800, seed=3))
+    model = VoteSegmentor(SegmentorConfig.tiny())
+    losses = model(b)
+    assert set(losses) == {"loss_sem", "loss_vote"} and all(v.ndim == 0 and v > 0 for v in losses.values())
+    targets = torch.full((b.xyz.shape[0], 3), float("nan"))
+    targets[:100] = 0.9
+    with_cscs = model(b, targets, 2.0)
+    assert with_cscs["loss_cscs"] > 0 and torch.allclose(with_cscs["loss_sem"], losses["loss_sem"])
+    assert set(model.eval()(b)) == {"sem_logits", "votes", "valid"}
 
 
 def test_eval_mode_is_deterministic_and_frame_independent():

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..crossmodal.cscs import cscs_point_loss
+from .losses import LossConfig, segmentor_loss
 from .spconv_shim import ensure_spconv_cpu, set_spconv_threads
 from .voxelize import DynamicScatterVFE, VoxelConfig, voxel_centres, voxelize
 
@@ -211,10 +213,11 @@ class SparseUNet(nn.Module):
 class VoteSegmentor(nn.Module):
     """VFE -> SparseUNet -> voxel-to-point neck -> vote/segmentation head (``method.md`` §9)."""
 
-    def __init__(self, cfg: SegmentorConfig = SegmentorConfig()):
+    def __init__(self, cfg: SegmentorConfig = SegmentorConfig(), loss: LossConfig = LossConfig()):
         super().__init__()
         ensure_spconv_cpu()
         self.cfg = cfg
+        self.loss_cfg = loss
         self.vfe = DynamicScatterVFE(3 + cfg.point_feats, cfg.vfe_channels, cfg.voxel, cfg.bn_eps, cfg.bn_momentum)
         self.backbone = SparseUNet(self.vfe.out_channels, cfg)
         layers, cin = [], self.backbone.out_channels + 3
@@ -227,7 +230,24 @@ class VoteSegmentor(nn.Module):
         nn.init.normal_(self.conv_seg.weight, std=cfg.seg_init_std)
         nn.init.zeros_(self.conv_seg.bias)
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, cscs_targets: torch.Tensor | None = None,
+                cscs_weight: float = 0.0) -> dict[str, torch.Tensor]:
+        """torchvision's contract. In eval mode, or for a batch without targets: ``outputs(batch)``. In training
+        mode with targets (``batch.semantic``, ``batch.instance``): the weighted losses of Eq. 10,
+        dict(loss_sem, loss_vote), plus ``loss_cscs`` = ``cscs_weight`` x Eq. 6 when ``cscs_targets`` (N, C),
+        the 2D teacher's probabilities at the points (NaN: none), are given. Losses are computed in fp32."""
+        out = self.outputs(batch)
+        if not self.training or batch.semantic is None:
+            return out
+        out = {k: (v.float() if v.is_floating_point() else v) for k, v in out.items()}
+        with torch.autocast(batch.xyz.device.type, enabled=False):
+            losses = segmentor_loss(out, batch.xyz, batch.semantic, batch.instance, batch.batch_idx, self.loss_cfg)
+            del losses["loss"]  # the trainer sums what the model returns
+            if cscs_targets is not None:
+                losses["loss_cscs"] = cscs_weight * cscs_point_loss(out["sem_logits"], cscs_targets, out["valid"])
+        return losses
+
+    def outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """dict(sem_logits (N, C), votes (N, C, 3) sign-sqrt encoded offsets, valid (N,) bool)."""
         import spconv.pytorch as sp
 
