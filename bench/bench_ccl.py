@@ -31,7 +31,7 @@ from scipy.sparse import coo_matrix  # noqa: E402
 from scipy.sparse.csgraph import connected_components as scipy_cc  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
-from mwsis.pipelines.bench import cpu_model  # noqa: E402
+from mwsis.pipelines.experiments.bench import cpu_model  # noqa: E402
 from mwsis.pseudolabel import ccl, spg  # noqa: E402
 from mwsis.pseudolabel.spg import SPGConfig, ccl_frame, spg_frame  # noqa: E402
 

@@ -20,7 +20,7 @@ import time
 import numba
 import numpy as np
 
-from mwsis.pipelines.bench import cpu_model
+from mwsis.pipelines.experiments.bench import cpu_model
 
 from mwsis.data.synthetic import preset, render_frame
 from mwsis.data.synthetic import camera as cam

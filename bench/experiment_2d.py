@@ -24,7 +24,7 @@ ROWS = {"full supervision": ["masks=gt", "model.ipg.enabled=false"], "BoxInst": 
 
 
 def markdown(rec: dict) -> str:
-    from mwsis.pipelines.experiment import CLASSES, cell
+    from mwsis.pipelines.experiments.harness import CLASSES, cell
 
     keys = ["ap", "ap50", "ap75", *[f"per_class.{c}.ap50" for c in CLASSES], "box.ap50"]
     lines = ["| row | mask AP | AP50 | AP75 | AP50 veh | AP50 ped | AP50 cyc | box AP50 |", "|---|---|---|---|---|---|---|---|"]
@@ -51,11 +51,11 @@ def main() -> None:
     import torch
 
     from mwsis.pipelines.config import config_to_dict, load_section
-    from mwsis.pipelines.experiment import (machine, prepare_data, record, run_parallel, summarize, train_eval_2d,
+    from mwsis.pipelines.experiments.harness import (machine, prepare_data, record, run_parallel, summarize, train_eval_2d,
                                             write_record)
-    from mwsis.pipelines.predict3d import export_predictions
-    from mwsis.pipelines.runner import run_stages
-    from mwsis.pipelines.train3d import load_teacher, train_3d
+    from mwsis.pipelines.predict.predict3d import export_predictions
+    from mwsis.pipelines.labels.runner import run_stages
+    from mwsis.pipelines.training.train3d import load_teacher, train_3d
 
     t0, info = time.time(), machine()
     exp = load_section("experiment", args.config)

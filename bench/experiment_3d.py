@@ -29,7 +29,7 @@ PAPER = {"full supervision": 57.6, "CCL": 34.2, "SPG": 42.3, "SPG + PVC + RSC": 
 
 
 def markdown(rec: dict) -> str:
-    from mwsis.pipelines.experiment import CLASSES, cell
+    from mwsis.pipelines.experiments.harness import CLASSES, cell
 
     keys = ["ap", "ap50", "miou", *[f"per_class.{c}.iou" for c in CLASSES]]
     head = "| row | model | mAP | AP50 | mIoU | IoU veh | IoU ped | IoU cyc | paper mAP |"
@@ -62,10 +62,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from mwsis.pipelines.config import config_to_dict, load_section
-    from mwsis.pipelines.eval_labels import evaluate_labels
-    from mwsis.pipelines.experiment import (machine, prepare_data, record, run_parallel, summarize, train_eval_3d,
+    from mwsis.pipelines.labels.evaluate import evaluate_labels
+    from mwsis.pipelines.experiments.harness import (machine, prepare_data, record, run_parallel, summarize, train_eval_3d,
                                             write_record)
-    from mwsis.pipelines.runner import run_stages
+    from mwsis.pipelines.labels.runner import run_stages
 
     t0, info = time.time(), machine()
     exp = load_section("experiment", args.config)

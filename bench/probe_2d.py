@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mwsis.pipelines.experiment import train_eval_2d
+from mwsis.pipelines.experiments.harness import train_eval_2d
 
 
 def _pct(x) -> str:

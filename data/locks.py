@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .integrity import stamp_path
-from .store import TEMP_SUFFIX, WriteError, _why
+from .store import TEMP_SUFFIX, WriteError, os_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def exclusive_lock(dest: Path | str, what: str, wait: bool = True):
         except PermissionError:  # another user's lock file: flock needs no write access (only the stamp does)
             fd = os.open(path, os.O_RDONLY)
     except OSError as e:
-        raise WriteError(path, _why(e)) from e
+        raise WriteError(path, os_error_reason(e)) from e
     try:
         held = _acquire(fd, path, what, wait)
         if held:
@@ -82,9 +82,9 @@ def _acquire(fd: int, path: Path, what: str, wait: bool) -> bool:
         return True
     except OSError as e:
         if e.errno in _NO_LOCKS:
-            log.warning("%s: %s does not support locks (%s); going on unlocked", what, path, _why(e))
+            log.warning("%s: %s does not support locks (%s); going on unlocked", what, path, os_error_reason(e))
             return False
-        raise WriteError(path, _why(e)) from e
+        raise WriteError(path, os_error_reason(e)) from e
 
 
 def _temps_of(dest: Path) -> list[Path]:

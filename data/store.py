@@ -64,7 +64,7 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EAC
 TEMP_SUFFIX = ".tmp"
 
 
-def _why(e: OSError) -> str:
+def os_error_reason(e: OSError) -> str:
     # pyarrow puts "Error writing bytes to file. Detail: [errno 28] ..." in strerror; the errno's text is clearer
     return os.strerror(e.errno) if e.errno else str(e)
 
@@ -113,7 +113,7 @@ def atomic_path(dest: Path | str, before_rename=None):
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = _create_temp(dest)
     except OSError as e:
-        raise WriteError(dest, _why(e)) from e
+        raise WriteError(dest, os_error_reason(e)) from e
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -125,7 +125,7 @@ def atomic_path(dest: Path | str, before_rename=None):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError) and _is_write_failure(e, (str(tmp), str(dest))):
-            raise WriteError(dest, _why(e)) from e
+            raise WriteError(dest, os_error_reason(e)) from e
         raise
     _fsync_dir(dest.parent)
 

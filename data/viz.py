@@ -1,6 +1,6 @@
 """Pictures of a frame as RGB arrays: bird's-eye view, range image, cameras with boxes and masks.
 
-Pure functions (frame in, ``uint8`` array out); ``pipelines/viz.py`` writes them to PNG. Every
+Pure functions (frame in, ``uint8`` array out); ``pipelines/report/viz.py`` writes them to PNG. Every
 picture takes optional per-point ``semantic``/``instance`` arrays so later stages can draw their
 pseudo labels with the same code as the ground truth.
 """

@@ -34,10 +34,10 @@ PRESETS = ("waymo", "kitti", "synthetic-tiny", "cpu-bench")
 
 #: section -> (module, dataclass) of the commands that read it; imported lazily (trainers import torch)
 SECTIONS = {
-    "stages": ("mwsis.pipelines.stages", "StagesConfig"),
-    "train3d": ("mwsis.pipelines.train3d", "Train3DConfig"),
-    "train2d": ("mwsis.pipelines.train2d", "Train2DConfig"),
-    "experiment": ("mwsis.pipelines.experiment", "ExperimentConfig"),  # make experiment-3d / experiment-2d
+    "stages": ("mwsis.pipelines.labels.stages", "StagesConfig"),
+    "train3d": ("mwsis.pipelines.training.train3d", "Train3DConfig"),
+    "train2d": ("mwsis.pipelines.training.train2d", "Train2DConfig"),
+    "experiment": ("mwsis.pipelines.experiments.harness", "ExperimentConfig"),  # make experiment-3d / experiment-2d
 }
 META_KEYS = ("preset",)
 

@@ -56,7 +56,7 @@ def toy():
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """A tiny synthetic dataset (2 sequences x 2 frames), made once per test session."""
-    from mwsis.pipelines.synth import synth_dataset
+    from mwsis.pipelines.convert.synth import synth_dataset
 
     out = tmp_path_factory.mktemp("tiny") / "ds"
     synth_dataset(out, "tiny", frames=4, seed=0, frames_per_sequence=2, workers=1, show_progress=False)
@@ -69,8 +69,8 @@ def spg_reference(tmp_path_factory):
     (made in-process: same code, same bytes as the CLI). Crash, lock and disk tests compare against it."""
     import shutil
 
-    from mwsis.pipelines.runner import run_stages
-    from mwsis.pipelines.synth import synth_dataset
+    from mwsis.pipelines.labels.runner import run_stages
+    from mwsis.pipelines.convert.synth import synth_dataset
 
     base = tmp_path_factory.mktemp("ref")
     synth_dataset(base / "frames", "tiny", frames=4, seed=0, frames_per_sequence=1, show_progress=False)
@@ -84,7 +84,7 @@ def labelled(tiny_dataset, tmp_path):
     """A copy of ``tiny_dataset`` with spg labels, for the trainers."""
     import shutil
 
-    from mwsis.pipelines.runner import run_stages
+    from mwsis.pipelines.labels.runner import run_stages
 
     out = tmp_path / "ds"
     shutil.copytree(tiny_dataset, out)

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from mwsis.data.store import open_dataset
-from mwsis.pipelines.cli import main
+from mwsis.pipelines.cli.main import main
 
 
 def _shard_bytes(root):

@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from mwsis.data.label_store import LabelShard
 from mwsis.data.prediction_store import PredictionShard
 from mwsis.data.store import open_dataset
-from mwsis.pipelines.cli import main
+from mwsis.pipelines.cli.main import main
 from mwsis.pipelines.config import (PRESET_DIR, PRESETS, SECTIONS, ConfigError, config_to_dict, load_config,
                                     load_section, resolve_config_path)
-from mwsis.pipelines.stages import StagesConfig, build_configs
-from mwsis.pipelines.train2d import Train2DConfig
-from mwsis.pipelines.train3d import Train3DConfig
+from mwsis.pipelines.labels.stages import StagesConfig, build_configs
+from mwsis.pipelines.training.train2d import Train2DConfig
+from mwsis.pipelines.training.train3d import Train3DConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -111,7 +111,7 @@ def test_stage_run_records_the_resolved_config(tiny_dataset, tmp_path):
 
 
 def test_trainer_run_records_the_resolved_config(tiny_dataset, tmp_path):
-    from mwsis.pipelines.runner import run_stages
+    from mwsis.pipelines.labels.runner import run_stages
 
     ds = tmp_path / "ds"
     shutil.copytree(tiny_dataset, ds)

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from mwsis.pipelines.cli import main
+from mwsis.pipelines.cli.main import main
 from mwsis.pipelines.config import ConfigError, load_section
 
 

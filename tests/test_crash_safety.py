@@ -41,10 +41,10 @@ STAGES = ["dcs", "spg"]  # what `pseudolabels --stages spg` writes
 INJECT = KILL_BEFORE_RENAME + r"""
 cmd, args = args[0], args[1:]
 if cmd == "synth":  # what `mwsis synth --preset tiny --frames 4 --frames-per-sequence 1 --out OUT` runs
-    from mwsis.pipelines.synth import synth_dataset
+    from mwsis.pipelines.convert.synth import synth_dataset
     synth_dataset(args[0], "tiny", frames=4, seed=0, frames_per_sequence=1, show_progress=False)
 else:
-    from mwsis.pipelines.cli_labels import pseudolabels_cmd
+    from mwsis.pipelines.cli.labels import pseudolabels_cmd
     pseudolabels_cmd.main(args=args, prog_name="mwsis pseudolabels")
 """
 

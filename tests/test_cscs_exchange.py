@@ -11,12 +11,12 @@ import pytest
 from mwsis.data.integrity import stamp_path
 from mwsis.data.prediction_store import PredictionShard, list_rounds, round_dir
 from mwsis.data.store import open_dataset
-from mwsis.pipelines.runner import run_stages
-from mwsis.pipelines.train2d import Train2DConfig, train_2d
-from mwsis.pipelines.train3d import Train3DConfig, train_3d
-from mwsis.pipelines.distributed import PREEMPT_FLAG
-from mwsis.pipelines.trainer import Hook
-from mwsis.pipelines.training import latest_checkpoint, load_checkpoint, load_config, read_metrics
+from mwsis.pipelines.labels.runner import run_stages
+from mwsis.pipelines.training.train2d import Train2DConfig, train_2d
+from mwsis.pipelines.training.train3d import Train3DConfig, train_3d
+from mwsis.pipelines.training.distributed import PREEMPT_FLAG
+from mwsis.pipelines.training.trainer import Hook
+from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, load_config, read_metrics
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

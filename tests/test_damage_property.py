@@ -10,8 +10,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from mwsis.pipelines.cli import main
-from mwsis.pipelines.runner import run_stages
+from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.labels.runner import run_stages
 
 CASES = 18  # seeded: the same damage every run
 

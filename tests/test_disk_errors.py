@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from mwsis.data.store import open_dataset
-from mwsis.pipelines.cli import main
+from mwsis.pipelines.cli.main import main
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 ENOSPC_TEXT = os.strerror(errno.ENOSPC)  # "No space left on device"
@@ -134,7 +134,7 @@ def _can_drop_dac() -> bool:
 
 STAGE = r"""
 import sys
-from mwsis.pipelines.cli_labels import stage_cmd
+from mwsis.pipelines.cli.labels import stage_cmd
 stage_cmd.main(args=sys.argv[1:], prog_name="mwsis stage")
 """
 

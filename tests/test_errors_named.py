@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from mwsis.data.integrity import stamp_path
 from mwsis.data.label_store import label_shard_path
 from mwsis.data.store import open_dataset, write_frame_shard, write_manifest
-from mwsis.pipelines.cli import main
-from mwsis.pipelines.runner import parse_shard_list, run_stages
+from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.labels.runner import parse_shard_list, run_stages
 
 
 def _run(*args):
@@ -77,7 +77,7 @@ def test_reversed_shard_range_says_so():
 
 
 def test_kitti_image_that_is_not_an_image(tmp_path):
-    from mwsis.pipelines.convert_kitti import synth_export_kitti
+    from mwsis.pipelines.convert.kitti import synth_export_kitti
 
     src = tmp_path / "k"
     synth_export_kitti(src, "kitti", frames=1, seed=1, overrides=dict(image_scale=0.25, columns=512))

@@ -6,7 +6,7 @@ import shutil
 
 from click.testing import CliRunner
 
-from mwsis.pipelines.cli import main
+from mwsis.pipelines.cli.main import main
 
 SETS = ["--set", "spg.fg_thresh=0.3", "--set", "spg.point_range=[-30,-30,-3,30,30,3]"]
 

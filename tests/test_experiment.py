@@ -1,10 +1,10 @@
-"""The experiment harness (pipelines/experiment.py): regime config checks, seed summaries, the cpu-bench preset."""
+"""The experiment harness (pipelines/experiments/harness.py): regime config checks, seed summaries, the cpu-bench preset."""
 from __future__ import annotations
 
 import pytest
 
 from mwsis.pipelines.config import load_section
-from mwsis.pipelines.experiment import ExperimentConfig, run_parallel, summarize
+from mwsis.pipelines.experiments.harness import ExperimentConfig, run_parallel, summarize
 
 
 def test_summary_mean_and_spread_over_seeds():
@@ -69,7 +69,7 @@ def test_run_parallel_workers_die_with_a_killed_parent(tmp_path):
         "    time.sleep(120)\n"
         "    return {}\n")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import jobs\n"
-            "from mwsis.pipelines.experiment import run_parallel\n"
+            "from mwsis.pipelines.experiments.harness import run_parallel\n"
             "run_parallel(jobs.nap, [{'path': sys.argv[1] + '/w0'}, {'path': sys.argv[1] + '/w1'}], parallel=2)")
     parent = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
     deadline = time.time() + 120

@@ -12,11 +12,12 @@ import torch
 from click.testing import CliRunner
 
 from mwsis.data.store import ShardError, open_dataset
-from mwsis.pipelines.cli import main
-from mwsis.pipelines.samples2d import box_gt_masks, camera_samples
-from mwsis.pipelines.samples3d import GROUND_TRUTH, gt_labels, iter_samples
-from mwsis.pipelines.train2d import Train2DConfig, _prepare, rle_target_maps
-from mwsis.pipelines.training import load_config, read_metrics
+from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.training.samples2d import box_gt_masks, camera_samples
+from mwsis.pipelines.training.samples3d import GROUND_TRUTH, gt_labels, iter_samples
+from mwsis.pipelines.training.samples2d import prepare_sample
+from mwsis.pipelines.training.train2d import Train2DConfig, rle_target_maps
+from mwsis.pipelines.training.run import load_config, read_metrics
 from mwsis.train2d.config import Model2DConfig
 from mwsis.train2d.model import BoxInstModel
 
@@ -62,7 +63,7 @@ def test_gt_masks_follow_boxes_and_map_onto_the_input(tiny_dataset):
         ys, xs = np.nonzero(m)
         assert xs.min() >= box[0] - 1 and xs.max() <= box[2] + 1 and ys.min() >= box[1] - 1 and ys.max() <= box[3] + 1
     cfg = load_config(Train2DConfig, CONFIGS / "train2d-tiny.yaml", ["masks=gt"])
-    t = _prepare(s, cfg, np.random.default_rng(0), train=False)
+    t = prepare_sample(s, cfg, np.random.default_rng(0), train=False)
     from mwsis.train2d.transforms import collate
 
     images, targets = collate([t])

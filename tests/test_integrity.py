@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from mwsis.data.integrity import IntegrityError, check_file, read_stamp, sha256_file, stamp_path
 from mwsis.data.label_store import label_shard_metadata, label_shard_path, read_frame_labels
 from mwsis.data.store import StoreError, open_dataset, write_frame_shard, write_manifest
-from mwsis.pipelines.cli import main
-from mwsis.pipelines.runner import run_stages
+from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.labels.runner import run_stages
 
 
 @pytest.fixture
@@ -187,7 +187,7 @@ def test_frames_from_another_writer_are_validated_on_read(ds, edit, field):
 
 
 def test_unexpected_errors_are_one_line_unless_debug(ds, monkeypatch):
-    import mwsis.pipelines.eval_labels as ev
+    import mwsis.pipelines.labels.evaluate as ev
 
     def boom(*a, **k):
         raise ZeroDivisionError("boom")

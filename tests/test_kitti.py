@@ -16,8 +16,8 @@ from mwsis.data.kitti.rings import hdl64e_inclinations, recover_rings
 from mwsis.data.store import open_dataset, read_manifest
 from mwsis.data.synthetic import make_frame, preset
 from mwsis.data.synthetic.export_kitti import export_kitti
-from mwsis.pipelines.cli import main
-from mwsis.pipelines.convert_kitti import convert_kitti
+from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.convert.kitti import convert_kitti
 
 W = 1024  # columns in these tests (the preset's 2048 halved to keep them fast)
 SEAM = 137.0  # not KITTI's 0: the reader must find the seam itself
@@ -232,7 +232,7 @@ def test_label_mapping_dontcare_and_clipping(export, tmp_path):
 
 
 def test_pseudolabel_stages_run_on_converted(converted, tmp_path):
-    from mwsis.pipelines.runner import run_stages
+    from mwsis.pipelines.labels.runner import run_stages
 
     ds = tmp_path / "ds"
     shutil.copytree(converted, ds)
@@ -295,7 +295,7 @@ def test_cli_convert_kitti(export, tmp_path):
 
 
 def test_synth_export_kitti_entry_point(tmp_path):
-    from mwsis.pipelines.convert_kitti import synth_export_kitti
+    from mwsis.pipelines.convert.kitti import synth_export_kitti
 
     recs = synth_export_kitti(tmp_path / "k", "kitti", frames=1, seed=1, overrides=dict(image_scale=0.25, columns=512))
     assert [r.stem for r in recs] == ["000000"]

@@ -32,10 +32,10 @@ import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 cmd, args = sys.argv[1], sys.argv[2:]
 if cmd == "synth":
-    from mwsis.pipelines.synth import synth_dataset
+    from mwsis.pipelines.convert.synth import synth_dataset
     synth_dataset(args[0], "tiny", frames=4, seed=0, frames_per_sequence=1, show_progress=False)
 else:
-    from mwsis.pipelines.cli_labels import pseudolabels_cmd
+    from mwsis.pipelines.cli.labels import pseudolabels_cmd
     pseudolabels_cmd.main(args=args, prog_name="mwsis pseudolabels")
 """
 HOLD = r"""
@@ -137,7 +137,7 @@ def test_a_killed_holder_releases_its_lock(tmp_path):
 
 def test_stale_temps_are_removed_only_under_the_lock(tmp_path, tiny_dataset):
     from mwsis.data.integrity import stamp_path
-    from mwsis.pipelines.runner import resolved_config, run_stage_shard
+    from mwsis.pipelines.labels.runner import resolved_config, run_stage_shard
 
     data = tmp_path / "ds"
     shutil.copytree(tiny_dataset, data, ignore=shutil.ignore_patterns("labels"))

@@ -12,8 +12,8 @@ from mwsis.data.frame import BACKGROUND, IGNORE, Boxes2D
 from mwsis.data.label_store import LabelShard, label_shard_path, read_frame_labels
 from mwsis.data.schema import Manifest
 from mwsis.data.store import open_dataset, write_frame_shard, write_manifest
-from mwsis.pipelines.cli import main
-from mwsis.pipelines.runner import run_stages, slice_shards
+from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.labels.runner import run_stages, slice_shards
 
 STAGES_3D = ["frustum", "ccl", "dcs", "spg"]
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from mwsis.data.store import open_dataset
-from mwsis.pipelines.train2d import Train2DConfig, train_2d
-from mwsis.pipelines.train3d import Train3DConfig, train_3d
-from mwsis.pipelines.distributed import PREEMPT_FLAG, PREEMPTED_EXIT, DistInfo
-from mwsis.pipelines.trainer import Hook, Trainer
-from mwsis.pipelines.training import latest_checkpoint, load_checkpoint, load_config, read_metrics
+from mwsis.pipelines.training.train2d import Train2DConfig, train_2d
+from mwsis.pipelines.training.train3d import Train3DConfig, train_3d
+from mwsis.pipelines.training.distributed import PREEMPT_FLAG, PREEMPTED_EXIT, DistInfo
+from mwsis.pipelines.training.trainer import Hook, Trainer
+from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, load_config, read_metrics
 from mwsis.train3d.ema import EMAConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -148,7 +148,7 @@ def test_train3d_sigusr1_preempt_resume_equals_uninterrupted(labelled, tmp_path)
     other = tmp_path / "ds2"  # PVC writes into the dataset: one copy per run
     shutil.copytree(labelled, other)
     part, full = tmp_path / "part", tmp_path / "full"
-    cmd = [sys.executable, "-m", "mwsis.pipelines.cli", "train-3d", "--data", str(other), "--out", str(part),
+    cmd = [sys.executable, "-m", "mwsis.pipelines.cli.main", "train-3d", "--data", str(other), "--out", str(part),
            "--config", str(CONFIGS / "train3d-tiny.yaml"), *[a for s in sets for a in ("--set", s)]]
     _interrupt(cmd, part, 1, signal.SIGUSR1)
     saved = load_checkpoint(latest_checkpoint(part))
@@ -164,7 +164,7 @@ def test_train2d_sigterm_preempt_resume_equals_uninterrupted(labelled, tmp_path)
     """SIGTERM (what SLURM sends at the time limit and torchrun forwards) to `mwsis train-2d`."""
     sets = ["epochs=2", "images_per_step=1", "max_steps_per_epoch=3"]
     part, full = tmp_path / "part", tmp_path / "full"
-    cmd = [sys.executable, "-m", "mwsis.pipelines.cli", "train-2d", "--data", str(labelled), "--out", str(part),
+    cmd = [sys.executable, "-m", "mwsis.pipelines.cli.main", "train-2d", "--data", str(labelled), "--out", str(part),
            "--config", str(CONFIGS / "train2d-tiny.yaml"), *[a for s in sets for a in ("--set", s)]]
     _interrupt(cmd, part, 1, signal.SIGTERM)
     assert load_checkpoint(latest_checkpoint(part))["state"]["step"] < 6
@@ -182,7 +182,7 @@ def test_ddp_flag_preempt_and_pvc_round_resume_equals_uninterrupted(labelled, tm
 
     def cmd(data, run, port, resume=False):
         return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
-                "-m", "mwsis.pipelines.cli", "train-3d", "--data", str(data), "--out", str(run),
+                "-m", "mwsis.pipelines.cli.main", "train-3d", "--data", str(data), "--out", str(run),
                 "--config", str(CONFIGS / "train3d-tiny.yaml"), "--set", "epochs=2", "--set", "frames_per_step=1",
                 *(["--resume"] if resume else [])]
 

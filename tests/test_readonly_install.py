@@ -38,7 +38,7 @@ def test_commands_run_from_a_read_only_install_with_a_read_only_home(tmp_path, t
     prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
     try:
         code = ("import mwsis, sys; assert mwsis.__file__.startswith(sys.argv[1]), mwsis.__file__\n"
-                "from mwsis.pipelines.cli import main\n"
+                "from mwsis.pipelines.cli.main import main\n"
                 "main(['stage', 'ccl', '--data', sys.argv[2], '--force'])")
         data = tmp_path / "ds"
         shutil.copytree(tiny_dataset, data)

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from mwsis.pipelines.config import load_section
-from mwsis.pipelines.predict3d import evaluate_3d
-from mwsis.pipelines.synth import synth_dataset
-from mwsis.pipelines.train3d import load_teacher, train_3d
+from mwsis.pipelines.predict.predict3d import evaluate_3d
+from mwsis.pipelines.convert.synth import synth_dataset
+from mwsis.pipelines.training.train3d import load_teacher, train_3d
 
 STEPS = 400
 

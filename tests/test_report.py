@@ -1,4 +1,4 @@
-"""``mwsis report`` (pipelines/report.py): tables with the right numbers, curves, gallery, a real browser render."""
+"""``mwsis report`` (pipelines/report/page.py): tables with the right numbers, curves, gallery, a real browser render."""
 from __future__ import annotations
 
 import json
@@ -16,13 +16,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from mwsis.data.frame import CLASS_NAMES
-from mwsis.pipelines.cli import main
+from mwsis.pipelines.cli.main import main
 from mwsis.pipelines.config import config_to_dict, load_section
-from mwsis.pipelines.eval_labels import evaluate_labels
-from mwsis.pipelines.report import build_report, evaluate_run, pct, run_kind
-from mwsis.pipelines.runner import run_stages
-from mwsis.pipelines.train2d import Train2DConfig
-from mwsis.pipelines.train3d import train_3d
+from mwsis.pipelines.labels.evaluate import evaluate_labels
+from mwsis.pipelines.report.page import build_report, evaluate_run, pct, run_kind
+from mwsis.pipelines.labels.runner import run_stages
+from mwsis.pipelines.training.train2d import Train2DConfig
+from mwsis.pipelines.training.train3d import train_3d
 
 EVAL_2D = {"images": 8, "gt_instances": 20, "detections": 31, "ap": 0.1234, "ap50": 0.25, "ap75": None,
            "per_class": {"vehicle": {"ap": 0.2, "ap50": 0.4, "ap75": 0.1}}}

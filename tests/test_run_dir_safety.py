@@ -8,9 +8,9 @@ import numpy as np
 from click.testing import CliRunner
 
 from mwsis.data.store import open_dataset, write_frame_shard, write_manifest
-from mwsis.pipelines.cli import main
-from mwsis.pipelines.train3d import Train3DConfig, train_3d
-from mwsis.pipelines.training import latest_checkpoint, load_config
+from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.training.train3d import Train3DConfig, train_3d
+from mwsis.pipelines.training.run import latest_checkpoint, load_config
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "train3d-tiny.yaml"
 ARGS = ["--config", str(TINY), "--set", "epochs=1", "--set", "pvc.enabled=false"]
@@ -66,7 +66,7 @@ def test_frames_without_usable_points_are_skipped_with_a_count(labelled, tmp_pat
     m = d.manifest
     m.shards[0] = info
     write_manifest(ds, m)
-    from mwsis.pipelines.runner import run_stages
+    from mwsis.pipelines.labels.runner import run_stages
     assert all(r.status != "failed" for r in run_stages(ds, ["spg"], show_progress=False))
     cfg = load_config(Train3DConfig, TINY, ["epochs=1", "pvc.enabled=false"])
     summary = train_3d(ds, tmp_path / "run", cfg, show_progress=False)

@@ -6,9 +6,9 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from mwsis.pipelines import slurm as S
-from mwsis.pipelines.cli import main
-from mwsis.pipelines.runner import format_shard_list, parse_shard_list
+from mwsis.pipelines.slurm import stages as S
+from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.labels.runner import format_shard_list, parse_shard_list
 
 
 def _cli(*args, ok=True, env=None):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mwsis.pipelines.cli_slurm_train import train_2d_slurm_cmd, train_3d_slurm_cmd
-from mwsis.pipelines.slurm_train import TrainJob, render_train_script
+from mwsis.pipelines.cli.slurm_train import train_2d_slurm_cmd, train_3d_slurm_cmd
+from mwsis.pipelines.slurm.train import TrainJob, render_train_script
 
 TINY3D = Path(__file__).resolve().parents[1] / "configs" / "train3d-tiny.yaml"
 
@@ -30,7 +30,7 @@ def test_multi_node_gpu_script():
     assert 'HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in s
     assert ('/venv/bin/python -m torch.distributed.run --nnodes="$SLURM_NNODES" --nproc-per-node=4 '
             '--rdzv-backend=c10d --rdzv-endpoint="$HEAD:$PORT" --rdzv-id="$SLURM_JOB_ID" --max-restarts=0') in s
-    assert ("-m mwsis.pipelines.cli train-3d --data /data/d --out '/runs/r 1' --resume --config /c/waymo.yaml "
+    assert ("-m mwsis.pipelines.cli.main train-3d --data /data/d --out '/runs/r 1' --resume --config /c/waymo.yaml "
             "--set epochs=24 --set cscs.round=latest &") in s
     assert 'scontrol requeue "$SLURM_JOB_ID"' in s and "PORT=$((29500 + SLURM_JOB_ID % 10000))" in s
     subprocess.run(["bash", "-n"], input=s, text=True, check=True)  # valid shell

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from mwsis.pipelines.samples2d import Sample2D, crop_sample
+from mwsis.pipelines.training.samples2d import Sample2D, crop_sample
 from mwsis.train2d.crop import crop_boxes, crop_points, crop_window
 
 

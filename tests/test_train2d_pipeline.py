@@ -13,10 +13,10 @@ from pycocotools import mask as mask_utils
 
 from mwsis.data.prediction_store import PredictionShard, list_rounds
 from mwsis.data.store import open_dataset
-from mwsis.pipelines.cli import main
-from mwsis.pipelines.predict2d import coco_mask_ap
-from mwsis.pipelines.train2d import Train2DConfig, train_2d
-from mwsis.pipelines.training import latest_checkpoint, load_checkpoint, load_config, read_metrics
+from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.predict.predict2d import coco_mask_ap
+from mwsis.pipelines.training.train2d import Train2DConfig, train_2d
+from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, load_config, read_metrics
 
 TINY2D = Path(__file__).resolve().parents[1] / "configs" / "train2d-tiny.yaml"
 TINY3D = Path(__file__).resolve().parents[1] / "configs" / "train3d-tiny.yaml"
@@ -105,7 +105,7 @@ def test_optimizer_groups_follow_the_authors():
     controller at its lr factor for the CPU experiment (configs/cpu-bench.yaml)."""
     from torch import nn
 
-    from mwsis.pipelines.train2d import make_optimizer
+    from mwsis.pipelines.training.train2d import make_optimizer
     from mwsis.train2d.config import Model2DConfig
     from mwsis.train2d.model import BoxInstModel
 

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from mwsis.data.label_store import LabelShard
 from mwsis.data.prediction_store import list_rounds
 from mwsis.data.store import ShardError, open_dataset
-from mwsis.pipelines.cli import main
-from mwsis.pipelines.samples3d import frame_sample
-from mwsis.pipelines.train3d import Train3DConfig, load_teacher, train_3d
-from mwsis.pipelines.training import latest_checkpoint, load_checkpoint, load_config, read_metrics
+from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.training.samples3d import frame_sample
+from mwsis.pipelines.training.train3d import Train3DConfig, load_teacher, train_3d
+from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, load_config, read_metrics
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "train3d-tiny.yaml"
 
@@ -91,7 +91,7 @@ def test_ddp_two_processes_with_torchrun(labelled, tmp_path):
 
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
-           "-m", "mwsis.pipelines.cli", "train-3d", "--data", str(labelled), "--out", str(run), "--config", str(TINY),
+           "-m", "mwsis.pipelines.cli.main", "train-3d", "--data", str(labelled), "--out", str(run), "--config", str(TINY),
            "--set", "epochs=1", "--set", "pvc.enabled=false"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mwsis.pipelines.training import latest_checkpoint, load_checkpoint, read_metrics
+from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, read_metrics
 
 from _kill import KILL_BEFORE_RENAME
 
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 # the mwsis CLI; with a suffix, SIGKILLs itself right before the Nth rename onto a file whose name ends in it
 INJECT = KILL_BEFORE_RENAME + r"""
 sys.argv = ["mwsis", *args]
-from mwsis.pipelines.cli import main
+from mwsis.pipelines.cli.main import main
 main()
 """
 TRAIN3D = ["train-3d", "--config", str(REPO / "configs/train3d-tiny.yaml"), "--set", "epochs=3",
@@ -104,8 +104,8 @@ def assert_same_run(run_dir: Path, ref: Path) -> None:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from mwsis.pipelines.runner import run_stages
-    from mwsis.pipelines.synth import synth_dataset
+    from mwsis.pipelines.labels.runner import run_stages
+    from mwsis.pipelines.convert.synth import synth_dataset
 
     d = tmp_path_factory.mktemp("train") / "ds"
     synth_dataset(d, "tiny", frames=4, seed=0, frames_per_sequence=1, show_progress=False)

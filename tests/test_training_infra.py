@@ -9,7 +9,7 @@ import torch
 
 from mwsis.data.prediction_store import PredictionShard, list_rounds, resolve_round, write_prediction_shard
 from mwsis.data.store import ShardError, StoreError, open_dataset
-from mwsis.pipelines.training import (MetricsLog, apply_overrides, latest_checkpoint, load_checkpoint, load_config,
+from mwsis.pipelines.training.run import (MetricsLog, apply_overrides, latest_checkpoint, load_checkpoint, load_config,
                                       read_metrics, save_checkpoint)
 
 

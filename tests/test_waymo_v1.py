@@ -12,8 +12,8 @@ from mwsis.data.store import open_dataset
 from mwsis.data.synthetic.export_waymo import export_waymo_v1, export_waymo_v2
 from mwsis.data.waymo.tfrecord import count_records, encode_record, iter_records
 from mwsis.data.waymo.v1_proto import MESSAGES, messages
-from mwsis.pipelines.cli import main
-from mwsis.pipelines.convert_waymo import convert_waymo_v1, convert_waymo_v2
+from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.convert.waymo import convert_waymo_v1, convert_waymo_v2
 
 YAW = 147.9
 
@@ -140,7 +140,7 @@ def test_cli_converts_and_resumes(src, tmp_path):
 
 
 def test_synth_export_helpers_write_what_the_converters_read(tmp_path):
-    from mwsis.pipelines.convert_waymo import synth_export_waymo_v1, synth_export_waymo_v2
+    from mwsis.pipelines.convert.waymo import synth_export_waymo_v1, synth_export_waymo_v2
 
     paths = synth_export_waymo_v1(tmp_path / "v1", "tiny", frames=1, seed=0, frames_per_sequence=1)
     assert [p.name for p in paths] == ["segment-synth-s0-0000_with_camera_labels.tfrecord"]

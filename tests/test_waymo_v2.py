@@ -19,8 +19,8 @@ from test_waymo_shared import assert_same_frame, tiny_frames, with_front_lidar
 
 from mwsis.data.store import open_dataset
 from mwsis.data.synthetic.export_waymo import export_waymo_v2
-from mwsis.pipelines.cli import main
-from mwsis.pipelines.convert_waymo import convert_waymo_v2
+from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.convert.waymo import convert_waymo_v2
 
 YAW = 147.9  # the real TOP lidar's yaw (A.2), so the B.3 azimuth correction is exercised
 
@@ -214,7 +214,7 @@ def test_cli_converts_resumes_and_selects_segments(src, tmp_path):
 
 
 def test_pseudolabel_pipeline_runs_on_a_converted_dataset(converted):
-    from mwsis.pipelines.runner import run_stages
+    from mwsis.pipelines.labels.runner import run_stages
 
     res = run_stages(converted, ["spg", "ccl"], show_progress=False)
     assert res and all(r.status == "done" for r in res), [(r.stage, r.shard, r.status, r.error) for r in res]
@@ -222,7 +222,7 @@ def test_pseudolabel_pipeline_runs_on_a_converted_dataset(converted):
 
 _MEASURE = textwrap.dedent("""
     import json, sys
-    from mwsis.pipelines.convert_waymo import convert_waymo_v2
+    from mwsis.pipelines.convert.waymo import convert_waymo_v2
     def status():
         d = dict(l.split(":", 1) for l in open("/proc/self/status") if l.startswith(("VmRSS", "VmHWM")))
         return {k: int(v.split()[0]) / 1024 for k, v in d.items()}

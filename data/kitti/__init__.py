@@ -7,7 +7,7 @@
 * :mod:`.build`: one sample -> one :class:`~mwsis.data.frame.Frame` (``kitti_frame`` pure,
   ``read_kitti_frame`` reads the files). Its ground truth is derived from the 3D boxes.
 
-``mwsis convert kitti`` (``pipelines/convert_kitti.py``) converts a whole directory.
+``mwsis convert kitti`` (``pipelines/convert/kitti.py``) converts a whole directory.
 """
 from .build import kitti_frame, read_kitti_frame
 from .formats import (KITTI_CLASS_MAP, KittiCalib, KittiFormatError, KittiObject, parse_calib, parse_label,

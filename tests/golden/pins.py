@@ -34,11 +34,11 @@ def _metrics(run: Path) -> list[list[str]]:
 def compute(tmp: Path) -> dict:
     import torch
 
-    from mwsis.pipelines.runner import run_stages
-    from mwsis.pipelines.synth import synth_dataset
-    from mwsis.pipelines.train2d import Train2DConfig, train_2d
-    from mwsis.pipelines.train3d import Train3DConfig, train_3d
-    from mwsis.pipelines.training import load_config
+    from mwsis.pipelines.labels.runner import run_stages
+    from mwsis.pipelines.convert.synth import synth_dataset
+    from mwsis.pipelines.training.train2d import Train2DConfig, train_2d
+    from mwsis.pipelines.training.train3d import Train3DConfig, train_3d
+    from mwsis.pipelines.training.run import load_config
 
     torch.set_num_threads(1)
     ds = tmp / "ds"
@@ -60,7 +60,7 @@ if __name__ == "__main__":
 
     with tempfile.TemporaryDirectory() as d:
         pins = compute(Path(d))
-    from mwsis.pipelines.experiment import machine
+    from mwsis.pipelines.experiments.harness import machine
 
     pins["recorded_on"] = machine()
     pins["commit"] = sys.argv[1] if len(sys.argv) > 1 else None

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from mwsis.data.label_store import label_shard_path
 from mwsis.data.locks import exclusive_lock
 from mwsis.data.store import open_dataset
-from mwsis.pipelines.cli import main
+from mwsis.pipelines.cli.main import main
 
 
 @pytest.fixture

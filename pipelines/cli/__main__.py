@@ -1,0 +1,4 @@
+"""``python -m mwsis.pipelines.cli``: the ``mwsis`` command."""
+from .main import main
+
+main()

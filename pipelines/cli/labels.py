@@ -1,0 +1,175 @@
+"""CLI commands of the pseudo-label pipeline: ``stage``, ``pseudolabels``, ``eval-labels``, ``bench``."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..labels.stages import STAGES
+
+_STAGE_HELP = "\n".join(f"  {name:<8} {spec.doc}" for name, spec in STAGES.items())
+
+
+def stage_configs(config: str | None, sets: tuple[str, ...], sam_checkpoint: str | None) -> dict:
+    """{section: {field: value}} for the runner: defaults < --config (its ``stages``) < --set < --sam-checkpoint."""
+    from ..config import ConfigError, apply_overrides, load_section
+    from ..labels.stages import stage_overrides
+
+    try:
+        cfg = load_section("stages", config, sets)
+        if sam_checkpoint:
+            cfg = apply_overrides(cfg, {"sam.checkpoint": sam_checkpoint})
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="--config/--set") from e
+    return stage_overrides(cfg)
+
+
+def _spg_config(configs: dict):
+    from ..labels.stages import build_configs
+
+    return build_configs(("spg",), configs)["spg"]
+
+
+def _report(results) -> None:
+    failed = [r for r in results if r.status == "failed"]
+    done = sum(r.status == "done" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    click.echo(f"{done} shards written, {skipped} up to date or skipped, {len(failed)} failed", err=True)
+    for r in failed:
+        click.echo(f"FAILED {r.stage}/{r.shard}: {r.error}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+_set_option = click.option("--set", "sets", multiple=True, metavar="SECTION.FIELD=VALUE",
+                           help="Override a config field, e.g. --set spg.fg_thresh=0.05 (repeatable).")
+_config_option = click.option("--config", default=None, metavar="PRESET|PATH",
+                              help="A preset (waymo, kitti, synthetic-tiny) or a YAML file; its 'stages' "
+                                   "section sets the stage configs. --set values win over it.")
+_verify_option = click.option("--verify", is_flag=True,
+                              help="Up-to-date checks hash every input and output byte, instead of trusting "
+                                   "files whose size and mtime are unchanged since they were last hashed.")
+_sam_option = click.option("--sam-checkpoint", type=str, default=None, envvar="SAM_CHECKPOINT",
+                           help="SAM weights (vit_h/l/b .pth) for the sam stage; 'tiny' = tiny random SAM (tests).")
+
+
+@click.command("stage", help=f"Run one stage on a slice of shards.\n\n\b\nStages:\n{_STAGE_HELP}\n\n"
+               "Without --shard-index/--num-shards the slice comes from SLURM_ARRAY_TASK_ID and "
+               "SLURM_ARRAY_TASK_COUNT when set, else it is every shard; --shards names the shards "
+               "explicitly (what `mwsis slurm` array tasks use). Finished shards are skipped "
+               "unless --force or their config or inputs changed.")
+@click.argument("name", type=click.Choice(list(STAGES)))
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
+@click.option("--shard-index", type=int, default=None, help="This task's slice (0-based).")
+@click.option("--num-shards", type=int, default=None, help="Number of slices the shards are split into.")
+@click.option("--shards", "shard_list", default=None, metavar="LIST",
+              help="Exactly these shard positions (manifest order), e.g. 0,3,7 or 0-4,9. "
+                   "Excludes --shard-index/--num-shards and ignores SLURM_ARRAY_TASK_ID.")
+@click.option("--force", is_flag=True, help="Recompute finished shards.")
+@click.option("--history", type=click.IntRange(min=1), default=None, help="pvc: number of newest prediction rounds (N_his, default 4).")
+@click.option("--base", default=None, help="pvc: the labels the vote corrects (default spg).")
+@_verify_option
+@_config_option
+@_set_option
+@_sam_option
+def stage_cmd(name, data, shard_index, num_shards, shard_list, force, history, base, verify, config, sets,
+              sam_checkpoint):
+    from ...data.store import open_dataset
+    from ..progress import progress_bar
+    from ..labels.runner import parse_shard_list, resolved_config, run_stage_shard, slice_shards
+    from ..labels.stages import build_configs
+
+    ds = open_dataset(data)
+    if shard_list is not None and (shard_index is not None or num_shards is not None):
+        raise click.UsageError("--shards excludes --shard-index/--num-shards")
+    try:
+        positions = (parse_shard_list(shard_list, ds.num_shards) if shard_list is not None
+                     else slice_shards(ds.num_shards, shard_index, num_shards))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    overrides = stage_configs(config, sets, sam_checkpoint)
+    if history is not None or base is not None:
+        if name != "pvc":
+            raise click.UsageError("--history and --base apply to the pvc stage only")
+        overrides.setdefault("pvc", {}).update({k: v for k, v in (("history", history), ("base", base)) if v is not None})
+    cfg = resolved_config(name, overrides)
+    spec = STAGES[name]
+    reason = spec.skip_reason(build_configs(spec.sections, cfg)) if spec.skip_reason else None
+    if reason:
+        click.echo(f"stage {name} skipped: {reason}", err=True)
+        return
+    # one stage only: its dependencies must exist already (`mwsis pseudolabels` runs the whole graph)
+    with progress_bar(sum(ds.manifest.shards[p].frames for p in positions), "frame", name) as bar:
+        results = [run_stage_shard(str(ds.root), name, cfg, p, force, tick=bar.update, verify=verify, ds=ds)
+                   for p in positions]
+    _report(results)
+
+
+@click.command("pseudolabels")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
+@click.option("--stages", default="frustum,ccl,dcs,spg,sam", show_default=True,
+              help="Comma-separated stages; dependencies are added.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes (one shard each).")
+@click.option("--force", is_flag=True, help="Recompute finished shards.")
+@click.option("--eval/--no-eval", "do_eval", default=True, show_default=True,
+              help="Print the quality table when the dataset has ground truth.")
+@_verify_option
+@_config_option
+@_set_option
+@_sam_option
+def pseudolabels_cmd(data, stages, workers, force, do_eval, verify, config, sets, sam_checkpoint):
+    """Run the pseudo-label stage graph locally over a process pool, then print the quality table."""
+    from ..labels.runner import run_stages
+
+    results = run_stages(data, [s.strip() for s in stages.split(",") if s.strip()],
+                         stage_configs(config, sets, sam_checkpoint), workers=workers, force=force, verify=verify)
+    if do_eval and not any(r.status == "failed" for r in results):
+        from ..labels.evaluate import evaluate_labels, format_table
+
+        res = evaluate_labels(data, variants=True, spg=_spg_config(stage_configs(config, sets, sam_checkpoint)))
+        if res["frames"]:
+            click.echo(format_table(res))
+    _report(results)
+
+
+@click.command("eval-labels")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
+@click.option("--stages", default=None, help="Comma-separated stages (default: every stage with labels).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the result as JSON (keys: frames, and per stage miou, ap, ap50, ap75, per_class).")
+@click.option("--variants/--no-variants", default=True, show_default=True,
+              help="Also score SPG variants computed in memory: paper vs authors' thresholds and overlap rule, "
+                   "authors' vs union-find DCS.")
+@click.option("--config", default=None, metavar="PRESET|PATH",
+              help="The config the labels were made with (its 'stages' section): the evaluated point range and "
+                   "the base of the SPG variants. Default: the config recorded in the spg label shards.")
+@_set_option
+def eval_labels_cmd(data, stages, json_path, variants, config, sets):
+    """Score each stage's pseudo labels against ground truth (point IoU/mIoU, instance AP, SAM mask IoU)."""
+    from ...data.store import write_bytes_atomic
+    from ..labels.evaluate import evaluate_labels, format_table
+
+    spg = _spg_config(stage_configs(config, sets, None)) if config or sets else None
+    res = evaluate_labels(data, [s for s in stages.split(",")] if stages else None, variants=variants, spg=spg)
+    if not res["frames"]:
+        raise click.ClickException(f"{data}: no frame has per-point ground truth; nothing to evaluate")
+    click.echo(format_table(res))
+    if json_path:
+        write_bytes_atomic(json_path, (json.dumps(res, indent=1) + "\n").encode())
+
+
+@click.command("bench")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), required=True, help="Where to write the JSON.")
+@click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True,
+              help="waymo-preset frames rendered for the benchmark.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Benchmark on this dataset instead of rendered frames.")
+def bench_cmd(json_path, frames, data):
+    """Pseudo-label speed and memory (DCS vs plain Python, frames/s, peak RSS, 1 vs 2 workers) -> JSON."""
+    from ...data.store import write_bytes_atomic
+    from ..experiments.bench import run_bench
+
+    res = run_bench(frames=frames, data=data)
+    write_bytes_atomic(json_path, (json.dumps(res, indent=1) + "\n").encode())
+    click.echo(json.dumps({k: v for k, v in res.items() if k not in ("machine", "stages_end_to_end")}, indent=1))

@@ -1,0 +1,1 @@
+"""The experiment harness (the CPU regime, ``make experiment-*``) and ``mwsis bench``."""

@@ -1,0 +1,107 @@
+"""3D teacher inference: ``mwsis predict-3d`` (prediction shards for PVC and CSCS) and ``mwsis eval-3d``.
+
+Evaluation follows MWSIS §4.2 with the authors' protocol (method.md §11): the evaluated points are the
+TOP LiDAR's, both returns, in range and seen by a camera; semantics = argmax of the sigmoids above 0.5,
+else background; instances = points shifted by their votes, CCL per class; score = mean class
+probability; COCO AP over point-count IoU 0.50:0.05:0.95 (``PointInstanceAP``, equal to pycocotools'
+COCOeval) and per-class IoU / mIoU over the foreground classes. Optional RSC (MWSIS §3.3) corrects
+the predicted semantics inside DCS ring segments before clustering.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...data.frame import CLASS_NAMES, NUM_CLASSES
+from ...data.prediction_store import write_prediction_shard
+from ...data.store import open_dataset
+from ...pseudolabel.metrics import confusion_matrix, iou_from_confusion
+from ...pseudolabel.point_ap import PointInstanceAP
+from ...pseudolabel.spg import SPGConfig, frame_segments
+from ...train3d.infer import InferConfig, cluster_instances, predict_semantic
+from ...train3d.losses import decode_votes
+from ...train3d.model import make_batch
+from ..progress import progress_bar
+from ..training.samples3d import frame_sample, iter_samples
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def model_outputs(model, sample, device) -> tuple[np.ndarray, np.ndarray]:
+    """(probs (n, C), decoded offsets (n, C, 3)) of one sample; points outside the voxel range get 0."""
+    batch = make_batch([{"xyz": sample.xyz, "intensity": sample.intensity, "elongation": sample.elongation}], device)
+    out = model(batch)
+    probs = torch.sigmoid(out["sem_logits"].float())
+    if out.get("valid") is not None:
+        probs = torch.where(out["valid"][:, None], probs, torch.zeros_like(probs))
+    return probs.cpu().numpy(), decode_votes(out["votes"].float()).cpu().numpy()
+
+
+def export_predictions(data: Path | str, model, infer_cfg: InferConfig, rnd: int, device, info: dict,
+                       show_progress: bool = True, positions: list[int] | None = None,
+                       spg_cfg: SPGConfig = SPGConfig()) -> int:
+    """Write the model's per-point class probabilities (float16, NaN off the evaluated set) as round ``rnd``."""
+    ds = open_dataset(data)
+    positions = list(range(ds.num_shards)) if positions is None else positions
+    model.eval()
+    n = 0
+    with progress_bar(sum(ds.manifest.shards[p].frames for p in positions), "frame", f"predict-3d round {rnd}",
+                      enabled=show_progress) as bar:
+        for pos in positions:
+            info_s = ds.manifest.shards[pos]
+
+            def rows():
+                for s in iter_samples(ds, None, [pos], cfg=spg_cfg):
+                    probs, _ = model_outputs(model, s, device)
+                    full = np.full((s.num_points, probs.shape[1]), np.nan, np.float32)
+                    full[s.point_index] = probs
+                    bar.update(1)
+                    yield s.frame_id, full
+
+            write_prediction_shard(ds.root, "3d", rnd, info_s.name, rows(), (NUM_CLASSES,), info)
+            n += info_s.frames
+    log.info("predict-3d: round %d, %d frames -> %s/predictions/3d/round=%d", rnd, n, ds.root, rnd)
+    return n
+
+
+def evaluate_3d(model, data: Path | str, infer_cfg: InferConfig, device, rsc: bool = False,
+                rsc_skip: tuple[int, ...] = (1,), show_progress: bool = True, max_frames: int | None = None,
+                spg_cfg: SPGConfig = SPGConfig()) -> dict:
+    """Instance AP/AP50/AP75 and semantic IoU of ``model`` on the frames of ``data`` that have ground truth."""
+    from ...pseudolabel.rsc import rsc_correct
+
+    ds = open_dataset(data)
+    ap = PointInstanceAP(NUM_CLASSES, min_points=infer_cfg.min_points if infer_cfg.min_points > 1 else 0)
+    conf = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), np.int64)
+    frames = 0
+    model.eval()
+    with progress_bar(len(ds), "frame", "eval-3d", enabled=show_progress) as bar:
+        for frame in ds.iter_frames(images=False):
+            bar.update(1)
+            if frame.gt.point_semantic is None or (max_frames is not None and frames >= max_frames):
+                continue
+            s = frame_sample(frame, cfg=spg_cfg)
+            probs, offsets = model_outputs(model, s, device)
+            semantic = predict_semantic(probs, infer_cfg.score_thresh)
+            if rsc:
+                seg = frame_segments(frame.points, spg_cfg, frame.range_image_shape)[s.point_index]
+                semantic = rsc_correct(semantic, seg, skip_classes=rsc_skip, num_classes=NUM_CLASSES)
+            instance, _, scores = cluster_instances(s.xyz, semantic, offsets, probs, infer_cfg)
+            conf += confusion_matrix(semantic, s.gt_semantic, NUM_CLASSES)
+            ap.add((semantic, instance, scores), (s.gt_semantic, s.gt_instance))
+            frames += 1
+    iou = iou_from_confusion(conf)
+    res = ap.compute()
+
+    def num(x):
+        return None if x is None or not np.isfinite(x) else float(x)
+
+    per_class = {name: {"iou": num(iou[c]), **{k: num(res["per_class"].get(c, {}).get(k)) for k in ("ap", "ap50", "ap75")}}
+                 for c, name in enumerate(CLASS_NAMES)}
+    fg = iou[:NUM_CLASSES]
+    return {"frames": frames, "ap": num(res["ap"]), "ap50": num(res["ap50"]), "ap75": num(res["ap75"]),
+            "miou": num(np.nanmean(fg)) if np.isfinite(fg).any() else None, "per_class": per_class, "rsc": rsc}

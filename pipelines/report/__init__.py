@@ -1,0 +1,1 @@
+"""The HTML report (``mwsis report``) and the pictures it embeds."""

@@ -1,0 +1,1 @@
+"""The trainers: one ``Trainer`` loop with hooks (``trainer.py``), the 2D and 3D subclasses, their samples, run directories and checkpoints (``run.py``), DDP and preemption, and the CSCS round exchange between two running jobs."""

@@ -1,0 +1,113 @@
+"""Training and inference samples of the 3D branch, read shard by shard (memory stays bounded).
+
+A sample holds the points the 3D model sees — the authors' set: TOP LiDAR, both returns, projected into a
+camera, inside the point range (``pseudolabel.spg.frame_eligible``) — with their pseudo labels from
+``labels/<stage>/`` and, when asked, the CSCS 2D→3D targets from ``predictions/2d/round=R/``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import logging
+from typing import Iterator
+
+import numpy as np
+
+from ...data.frame import Frame
+from ...data.label_store import LabelShard
+from ...data.prediction_store import PredictionShard
+from ...data.store import Dataset, ShardError
+from ...pseudolabel.spg import SPGConfig, frame_eligible
+from .sample_order import prediction_row, shuffled_shards
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sample3D:
+    frame_id: str
+    point_index: np.ndarray  # (n,) int64 index of each sample point in the frame's points
+    xyz: np.ndarray  # (n, 3) float32
+    intensity: np.ndarray  # (n,) float32
+    elongation: np.ndarray  # (n,) float32
+    semantic: np.ndarray | None = None  # (n,) int8 pseudo label: -1 ignore, 0..C-1, C background
+    instance: np.ndarray | None = None  # (n,) int32, 0 none
+    gt_semantic: np.ndarray | None = None
+    gt_instance: np.ndarray | None = None
+    cscs_2d: np.ndarray | None = None  # (n, C) float32 2D teacher probabilities (NaN = none)
+    num_points: int = 0  # points in the whole frame
+
+    def __len__(self) -> int:
+        return int(self.xyz.shape[0])
+
+
+def frame_sample(frame: Frame, labels=None, cfg: SPGConfig = SPGConfig(), cscs_2d: np.ndarray | None = None) -> Sample3D:
+    """Select the model's points of ``frame`` and attach labels (``FrameLabels``) when given."""
+    keep = np.flatnonzero(frame_eligible(frame.points, cfg))
+    if not len(keep):
+        raise ValueError(f"frame {frame.frame_id}: no points in range and seen by a camera")
+    p = frame.points
+    s = Sample3D(frame.frame_id, keep, p.xyz[keep].astype(np.float32), p.intensity[keep].astype(np.float32),
+                 p.elongation[keep].astype(np.float32), num_points=len(p))
+    if labels is not None:
+        if labels.frame_id != frame.frame_id or labels.semantic is None or labels.semantic.shape[0] != len(p):
+            raise ShardError("labels", f"frame {frame.frame_id}: labels of frame {labels.frame_id} with "
+                                       f"{None if labels.semantic is None else labels.semantic.shape[0]} points do not "
+                                       f"match the frame's {len(p)} points (mismatched label shard; rerun the stage)")
+        s.semantic = labels.semantic[keep]
+        s.instance = labels.instance[keep] if labels.instance is not None else np.zeros(len(keep), np.int32)
+    if frame.gt.point_semantic is not None and frame.gt.point_instance is not None:
+        s.gt_semantic, s.gt_instance = frame.gt.point_semantic[keep], frame.gt.point_instance[keep]
+    if cscs_2d is not None:
+        # (N, 2 projections, C) -> per point the max over the projections it has (NaN where none)
+        with np.errstate(all="ignore"):
+            both = cscs_2d[keep].astype(np.float32)
+            s.cscs_2d = np.where(np.isnan(both).all(axis=1), np.nan, np.nanmax(both, axis=1))
+    return s
+
+
+GROUND_TRUTH = "gt"  # label source: the frames' own per-point ground truth (full supervision, MWSIS Tab. 1 "Full")
+
+
+@dataclass(frozen=True)
+class _GTLabels:
+    """The ``FrameLabels`` fields a sample needs, taken from a frame's ground truth."""
+
+    frame_id: str
+    semantic: np.ndarray
+    instance: np.ndarray
+
+
+def gt_labels(frame: Frame, shard_path) -> _GTLabels:
+    """Per-point ground truth of ``frame`` as training labels; a clear error when the frame has none."""
+    gt = frame.gt
+    if gt.point_semantic is None or gt.point_instance is None:
+        missing = [n for n in ("point_semantic", "point_instance") if getattr(gt, n) is None]
+        raise ShardError(shard_path, f"frame {frame.frame_id}: --labels gt needs per-point ground truth, but the "
+                                     f"frame has no {' / '.join(missing)} (train on pseudo labels instead, e.g. spg)")
+    return _GTLabels(frame.frame_id, gt.point_semantic, gt.point_instance)
+
+
+def iter_samples(ds: Dataset, labels: str | None, positions: list[int], rng: np.random.Generator | None = None,
+                 cfg: SPGConfig = SPGConfig(), cscs_round: int | None = None,
+                 skipped: set | None = None) -> Iterator[Sample3D]:
+    """Samples of the given shards; with ``rng`` the shard order and the frame order within each shard are
+    shuffled (whole-dataset shuffles would need every shard open at once). ``labels`` names a label stage,
+    or :data:`GROUND_TRUTH` for the frames' own ground truth. With ``skipped`` given, a frame without
+    points the model can use (none in range and seen by a camera) is left out, warned about once, and its
+    id added to the set; without it, such a frame is an error."""
+    for info, shard, rows in shuffled_shards(ds, positions, rng):
+        lab = LabelShard(ds, labels, info.name) if labels and labels != GROUND_TRUTH else None
+        pred = PredictionShard(ds, "2d", cscs_round, info.name) if cscs_round is not None else None
+        if lab is not None and len(lab) != len(shard):
+            raise ShardError(lab.path, f"{len(lab)} frames, frame shard {info.path} has {len(shard)} (mismatched shard)")
+        for i in rows:
+            frame = shard.frame(int(i), images=False)
+            if skipped is not None and not frame_eligible(frame.points, cfg).any():
+                if frame.frame_id not in skipped:
+                    log.warning("%s: frame %s has no points in range and seen by a camera; skipped",
+                                ds.root / info.path, frame.frame_id)
+                skipped.add(frame.frame_id)
+                continue
+            targets = prediction_row(pred, int(i), frame.frame_id) if pred is not None else None
+            frame_labels = gt_labels(frame, info.path) if labels == GROUND_TRUTH else lab.labels(int(i)) if lab else None
+            yield frame_sample(frame, frame_labels, cfg, targets)

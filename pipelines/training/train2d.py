@@ -1,0 +1,253 @@
+"""The 2D trainer (``mwsis train-2d``): BoxInst (CondInst) + IPG from 2D boxes, with CSCS 3D → 2D.
+
+MWSIS §3.2, §3.4, §4.2: SGD (lr 0.01, momentum 0.9, weight decay 1e-4) with a linear warm-up and the
+1x-style steps at 2/3 and 11/12 of training; the paper's multi-scale resize, flip and padding; an EMA
+teacher whose per-box masks (IPG, Eq. 1-2) self-supervise the student; optional SAM masks as pseudo
+masks; optional CSCS 3D → 2D from ``predictions/3d/round=R``. The epoch loop, checkpoints, resume,
+metrics and run snapshot are ``training.fit`` — the same code as the 3D trainer.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...data.label_store import check_label_shards
+from ...train2d.config import Model2DConfig
+from ...train2d.ipg import ipg_active
+from ...train2d.model import BoxInstModel
+from ...train2d.transforms import collate
+from ...train3d.ema import EMAConfig
+from .samples2d import iter_camera_samples, prepare_sample
+from .cscs_exchange import CSCSRoundHook
+from .distributed import barrier
+from .trainer import Hook, Trainer
+from .run import autocast, load_run_teacher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Export2DConfig:
+    """CSCS exchange with a 3D job running beside this one: every ``every`` epochs the EMA teacher's
+    predictions go to ``predictions/2d/round=<epochs done>/`` (as ``mwsis predict-2d``), for the 3D job's
+    ``cscs.round: latest``. 0 = off (the default): export with ``mwsis predict-2d`` after training."""
+
+    every: int = 0
+
+
+@dataclass(frozen=True)
+class Train2DConfig:
+    epochs: int = field(default=24, metadata={"range": (1, None)})  # MWSIS §4.2 (24e)
+    images_per_step: int = field(default=2, metadata={"range": (1, None)})  # per process
+    lr: float = field(default=0.01, metadata={"range": (0.0, None)})  # SGD, MWSIS §4.2
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 500  # linear warm-up from lr * warmup_factor
+    warmup_factor: float = 0.001
+    lr_steps: tuple[float, ...] = field(default=(2 / 3, 11 / 12), metadata={"range": (0.0, 1.0)})  # fractions of training where lr drops 10x (mmdet 1x)
+    clip_grad: float | None = None
+    # optimiser: SGD as MWSIS §4.2 / the authors; "adamw" for short random-init runs (configs/cpu-bench.yaml)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    norm_decay: bool = False  # authors: weight decay 0 on every norm layer (method.md §10 "Optimisers")
+    bias_decay: bool = True  # authors (mmdet default) decay biases; False: no decay on any 1-D parameter
+    controller_lr_mult: float = 1.0  # CondInst controller lr factor (BoxInstModel.param_groups)
+    seed: int = 0
+    max_steps_per_epoch: int | None = None
+    train_short_sides: tuple[int, ...] | None = None  # None: the paper's multi-scale set (train2d.transforms)
+    max_long_side: int | None = None
+    test_scale: tuple[int, int] | None = None  # (long, short) at inference; None: the paper's (1333, 800)
+    flip_prob: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    # (h, w) original pixels: train on object-centric crops of the full-resolution images (train2d.crop), a
+    # CPU-regime option; None = whole images, as the paper. Inference always sees whole images.
+    train_crop: tuple[int, int] | None = field(default=None, metadata={"range": (32, None), "length": 2})
+    crop_class_balance: bool = True  # draw the crop's class uniformly among those in the image
+    pseudo_masks: Literal["sam"] | None = None  # "sam": SAM box-prompt masks from labels/sam as pseudo masks
+    # mask supervision: "boxes" = BoxInst's box losses (the weak setting); "gt" = CondInst's dice loss on the
+    # true instance masks (full supervision, the upper-bound row of MWSIS Tab. 1 and 5)
+    masks: Literal["boxes", "gt"] = "boxes"
+    cscs_3d: str | int | None = None  # "latest" or a round of predictions/3d: CSCS 3D -> 2D
+    backbone_weights: str | None = None  # ImageNet weights file; None = random init
+    device: str | None = None
+    cpu_threads: int = field(default=2, metadata={"range": (1, None)})
+    model: Model2DConfig = field(default_factory=Model2DConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    export: Export2DConfig = field(default_factory=Export2DConfig)
+
+
+def sam_teacher_outputs(targets: list[dict], images: torch.Tensor, stride: int = 4) -> dict:
+    """SAM masks as IPG-style pseudo maps (per image (K, H/4, W/4) in {0, 1}, valid where a mask exists)."""
+    maps, valid = rle_target_maps(targets, "sam_masks", images, stride)
+    return {"pseudo_masks": maps, "pseudo_valid": valid}
+
+
+def rle_target_maps(targets: list[dict], key: str, images: torch.Tensor, stride: int = 4):
+    """Per image, the RLE masks under ``targets[i][key]`` mapped onto the padded network input at ``stride``:
+    ((K, H/stride, W/stride) binary maps, (K,) bool valid where an RLE exists)."""
+    from pycocotools import mask as mask_utils
+
+    h4, w4 = images.shape[-2] // stride, images.shape[-1] // stride
+    maps, valid = [], []
+    for t in targets:
+        rles = t.get(key) or []
+        m = torch.zeros(len(rles), h4, w4)
+        v = torch.zeros(len(rles), dtype=torch.bool)
+        for k, rle in enumerate(rles):
+            if rle is None:
+                continue
+            full = torch.as_tensor(mask_utils.decode(rle).astype(np.float32))
+            mapped = _map_mask(full, t["transform"])
+            m[k] = F.interpolate(mapped[None, None], size=(h4, w4), mode="bilinear", align_corners=False)[0, 0]
+            v[k] = True
+        maps.append((m > 0.5).float().to(images.device))
+        valid.append(v.to(images.device))
+    return maps, valid
+
+
+def _map_mask(mask: torch.Tensor, tf) -> torch.Tensor:
+    """An original-resolution mask through resize, flip and padding onto the padded canvas."""
+    h1, w1 = tf.resized_size
+    m = F.interpolate(mask[None, None], size=(h1, w1), mode="bilinear", align_corners=False)[0, 0]
+    if tf.flip:
+        m = m.flip(-1)
+    hp, wp = tf.padded_size
+    top, left = tf.pad_offset
+    return F.pad(m, (left, wp - w1 - left, top, hp - h1 - top))
+
+
+def lr_lambda(cfg: Train2DConfig, total_steps: int):
+    steps = [int(f * total_steps) for f in cfg.lr_steps]
+
+    def f(it: int) -> float:
+        warm = 1.0 if it >= cfg.warmup_iters else cfg.warmup_factor + (1 - cfg.warmup_factor) * it / cfg.warmup_iters
+        return warm * 0.1 ** sum(it >= s for s in steps)
+
+    return f
+
+
+def make_optimizer(model: BoxInstModel, cfg: Train2DConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, the paper) or AdamW over ``BoxInstModel.param_groups``: norm layers without weight decay
+    unless ``norm_decay`` (the authors' ``norm_decay_mult=0``), the controller at ``controller_lr_mult``."""
+    if cfg.norm_decay and cfg.bias_decay and cfg.controller_lr_mult == 1.0:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+    else:
+        groups = model.param_groups(cfg.lr, cfg.weight_decay, cfg.controller_lr_mult, norm_decay=cfg.norm_decay,
+                                    bias_decay=cfg.bias_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {cfg.optimizer!r}")
+
+
+class ExportHook(Hook):
+    """CSCS exchange with a 3D job beside this one: every ``export.every`` epochs the EMA teacher's predictions
+    go to ``predictions/2d/round=<epochs done>/`` (each rank its own shards; the round is complete for the 3D
+    job's reader once all have written)."""
+
+    def after_epoch(self, trainer: "Train2DTrainer", epoch: int) -> None:
+        every = trainer.cfg.export.every
+        if every > 0 and (epoch + 1) % every == 0:
+            from ..predict.predict2d import export_predictions_2d
+
+            export_predictions_2d(trainer.data, trainer.teacher.model, trainer.cfg, epoch + 1, trainer.device,
+                                  positions=trainer.positions, show_progress=False,
+                                  info={"run": str(trainer.run.resolve()), "round": epoch + 1})
+            barrier(trainer.dist)
+            trainer.state.setdefault("export_rounds", []).append(epoch + 1)
+
+
+class Train2DTrainer(Trainer):
+    """The 2D branch (MWSIS §3.2): ``BoxInstModel`` on each camera image with boxes, BoxInst's box losses (or
+    the true masks with ``masks: gt``), IPG from the EMA teacher, CSCS 3D -> 2D when ``cscs_3d`` is set."""
+
+    kind = "train-2d"
+
+    def check_inputs(self) -> None:
+        if self.cfg.pseudo_masks == "sam":
+            check_label_shards(self.ds, "sam", self.positions)
+        self.cscs_round = None
+
+    def num_steps_per_epoch(self) -> int:
+        cameras = len(self.ds.manifest.sensors.get("cameras", [])) or 1
+        images = cameras * sum(self.ds.manifest.shards[p].frames for p in self.positions)  # upper bound
+        return math.ceil(images / self.cfg.images_per_step)
+
+    def build_model(self) -> torch.nn.Module:
+        model_cfg = self.cfg.model
+        if self.cfg.backbone_weights:
+            model_cfg = replace(model_cfg, backbone=replace(model_cfg.backbone, weights_path=self.cfg.backbone_weights))
+        return BoxInstModel(model_cfg)
+
+    def build_optimizer(self):
+        opt = make_optimizer(self.model, self.cfg)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(self.cfg, self.total_steps))
+
+    def default_hooks(self) -> list[Hook]:
+        # CSCS 3D -> 2D: "latest" is re-resolved at each epoch start (a 3D job beside this one writes a round at
+        # each PVC epoch); the round each epoch used is kept in state["cscs_rounds"]
+        cscs = [CSCSRoundHook(self.ds, "3d", self.cfg.cscs_3d)] if self.cfg.cscs_3d else []
+        return [*cscs, ExportHook()]
+
+    def batches(self, epoch: int):
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, epoch, 1])
+        buf = []
+        for s in iter_camera_samples(self.ds, self.positions, rng, sam=cfg.pseudo_masks == "sam",
+                                     cscs_round=self.cscs_round, gt_masks=cfg.masks == "gt"):
+            buf.append(prepare_sample(s, cfg, rng, train=True))
+            if len(buf) == cfg.images_per_step:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+
+    def run_step(self, samples) -> dict[str, torch.Tensor]:
+        cfg, device = self.cfg, self.device
+        images, targets = collate(samples)
+        images = images.to(device)
+        for t in targets:
+            t["boxes"], t["classes"] = t["boxes"].to(device), t["classes"].to(device)
+            if "image_rgb" in t:
+                t["image_rgb"] = t["image_rgb"].to(device)
+        if cfg.masks == "gt":
+            for t, m in zip(targets, rle_target_maps(targets, "gt_masks", images)[0]):
+                t["mask_targets"] = m
+        it = self.state["step"]
+        # the pseudo masks feed only the IPG loss: skip the teacher forward without it and before its warm-up
+        teacher_out = None
+        if cfg.model.ipg.enabled and ipg_active(it, cfg.model.ipg.warmup_iters):
+            with torch.no_grad():
+                teacher_out = (sam_teacher_outputs(targets, images) if cfg.pseudo_masks == "sam"
+                               else self.teacher.model.ipg_teacher_outputs(images, targets))
+        self.ddp_model.train()
+        with autocast(device):
+            return self.ddp_model(images, targets, teacher_outputs=teacher_out, iteration=it)
+
+    def summary(self, res: dict) -> dict:
+        out = super().summary(res)
+        for key in ("cscs_rounds", "export_rounds"):
+            if key in self.state:
+                out[key] = self.state[key]
+        log.info("train-2d: %d steps on %s in %.1f s, final loss %.4f", out["steps"], self.device, out["seconds"],
+                 out["last"].get("loss", float("nan")))
+        return out
+
+
+def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool = False, show_progress: bool = True,
+             stop_after_epoch: int | None = None, overwrite: bool = False, hooks: tuple[Hook, ...] = ()) -> dict:
+    """Train; returns a summary. ``resume`` continues the run in ``out``; ``overwrite`` moves it aside.
+    SAM labels (``pseudo_masks="sam"``) are checked before anything is written to ``out``. ``hooks`` run after
+    the built-in ones (CSCS round, export)."""
+    return Train2DTrainer(data, out, cfg, hooks).train(resume, overwrite, show_progress, stop_after_epoch)
+
+
+def load_teacher_2d(run: Path | str, device: torch.device | str = "cpu") -> tuple[BoxInstModel, Train2DConfig]:
+    """The EMA teacher of a 2D run's newest checkpoint, with the run's config."""
+    return load_run_teacher(Path(run), Train2DConfig, lambda c: BoxInstModel(c.model), device, "train-2d")
