@@ -9,6 +9,7 @@ class StoreError(RuntimeError):
 
 
 class ShardError(StoreError):
+    """A shard (frame, label or prediction) cannot be read as it should: the message names the file."""
     def __init__(self, path: Path | str, problem: str):
         self.path, self.problem = str(path), problem
         super().__init__(f"{path}: {problem}")

@@ -16,6 +16,7 @@ LABELS_DIR = "labels"
 
 
 def label_shard_path(root: Path | str, stage: str, shard: str) -> Path:
+    """``<root>/labels/<stage>/<shard>.parquet``: where a stage writes one shard's labels."""
     return Path(root) / LABELS_DIR / stage / f"{shard}.parquet"
 
 
@@ -108,5 +109,6 @@ def read_frame_labels(ds: Dataset, stage: str, frame_id: str) -> FrameLabels:
 
 
 def stages_with_labels(ds: Dataset) -> list[str]:
+    """Names of the stages with a ``labels/<stage>/`` folder in the dataset, sorted."""
     d = ds.root / LABELS_DIR
     return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.exists() else []

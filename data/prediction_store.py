@@ -21,6 +21,7 @@ _ROUND = re.compile(r"^round=(\d+)$")
 
 
 def round_dir(root: Path | str, source: str, rnd: int) -> Path:
+    """``<root>/predictions/<source>/round=<rnd>``: one round of a teacher's exported predictions."""
     return Path(root) / PREDICTIONS_DIR / source / f"round={rnd}"
 
 
@@ -69,6 +70,8 @@ def write_prediction_shard(root: Path | str, source: str, rnd: int, shard: str,
 
 
 class PredictionShard:
+    """One shard of a prediction round, checksum-verified on open; ``predictions(i)`` gives frame i's (id, (N, C)
+    probabilities)."""
     def __init__(self, ds: Dataset, source: str, rnd: int, shard: str):
         self.path = round_dir(ds.root, source, rnd) / f"{shard}.parquet"
         if not self.path.exists():

@@ -66,6 +66,7 @@ TEMP_SUFFIX = ".tmp"
 
 def os_error_reason(e: OSError) -> str:
     # pyarrow puts "Error writing bytes to file. Detail: [errno 28] ..." in strerror; the errno's text is clearer
+    """A short reason for an OS error of a write ("disk full", "permission denied", ...)."""
     return os.strerror(e.errno) if e.errno else str(e)
 
 
@@ -131,6 +132,7 @@ def atomic_path(dest: Path | str, before_rename=None):
 
 
 def write_bytes_atomic(dest: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``dest`` atomically (``atomic_path``): readers see the old file or the new one."""
     with atomic_path(dest) as tmp:
         Path(tmp).write_bytes(data)
 
@@ -153,11 +155,13 @@ def write_frame_shard(root: Path | str, name: str, frames: Iterable[Frame], vali
 
 
 def write_manifest(root: Path | str, manifest: Manifest) -> None:
+    """Write ``manifest.json`` of a dataset atomically."""
     data = json.dumps(manifest.to_dict(), indent=1, sort_keys=True).encode() + b"\n"
     write_bytes_atomic(Path(root) / MANIFEST, data)
 
 
 def read_manifest(root: Path | str) -> Manifest:
+    """``manifest.json`` of a dataset, type-checked entry by entry (``Manifest.from_dict``)."""
     path = Path(root) / MANIFEST
     if not path.exists():
         raise StoreError(f"{path}: missing; is {root} a mwsis dataset (made by `mwsis synth` or `mwsis convert`)?")

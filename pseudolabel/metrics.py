@@ -32,6 +32,9 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.n
 
 
 def iou_from_confusion(conf: np.ndarray) -> np.ndarray:
+    """Per-class IoU from a (K, K) confusion matrix (rows prediction or truth alike): (K,) float64, NaN for a class
+    with neither predictions nor truth.
+    """
     tp = np.diag(conf).astype(np.float64)
     denom = conf.sum(0) + conf.sum(1) - tp
     return np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
@@ -127,6 +130,7 @@ class InstanceAP:
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks of one shape (any shape); NaN when both are empty."""
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else float("nan")
 

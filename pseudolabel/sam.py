@@ -29,6 +29,7 @@ class SAMConfig:
 
 
 class SAMFrameLabels(NamedTuple):
+    """``sam_frame``'s result: per-point labels of the frame's N points and one mask per box (K masks)."""
     semantic: np.ndarray  # (N,) int8
     instance: np.ndarray  # (N,) int32, 0 = none, else box index + 1
     camera_id: np.ndarray  # (K,) int8: per mask, its camera

@@ -67,6 +67,7 @@ class PointClaims(NamedTuple):
 
 
 def default_device() -> torch.device:
+    """CUDA when available, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -59,6 +59,10 @@ POINT_RANGE = (-80.0, -80.0, -2.0, 80.0, 80.0, 4.0)
 
 @dataclass(frozen=True)
 class SPGConfig:
+    """SPG (MWSIS §3.3, Eq. 3-4) and the point set pseudo labels are made for: Eq. 3 thresholds, the CCL radii of
+    Eq. 4, the DCS settings (Appendix A.1) and eligibility (range, NLZ, camera). Paper values by default;
+    ``SPGConfig.authors()`` gives the authors' code where it differs (method.md §1).
+    """
     fg_thresh: float = field(default=0.1, metadata={"range": (0.0, 1.0)})  # Eq. 3: prop < 0.1 -> foreground (authors' code: 0.05)
     bg_thresh: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # Eq. 3: prop > 0.5 -> background
     bg_inclusive: bool = False  # authors' code: prop >= 0.5 -> background

@@ -27,6 +27,7 @@ def _gn(channels: int) -> nn.GroupNorm:
 
 
 class Scale(nn.Module):
+    """A learnable scalar per FPN level multiplying the box regression (FCOS §3.2)."""
     def __init__(self, init: float = 1.0):
         super().__init__()
         self.scale = nn.Parameter(torch.tensor(float(init)))
@@ -160,6 +161,7 @@ def ltrb_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def centerness_targets(reg_targets: torch.Tensor) -> torch.Tensor:
+    """FCOS centre-ness (Eq. 3) of (L, 4) regression targets (l, t, r, b): (L,) in [0, 1]."""
     lr, tb = reg_targets[:, [0, 2]], reg_targets[:, [1, 3]]
     c = (lr.min(1).values / lr.max(1).values.clamp(min=1e-6)) * (tb.min(1).values / tb.max(1).values.clamp(min=1e-6))
     return c.clamp(min=0).sqrt()
@@ -206,6 +208,9 @@ def topk_per_gt(scores: torch.Tensor, im_inds: torch.Tensor, gt_inds: torch.Tens
 
 
 def decode_boxes(locations: torch.Tensor, reg: torch.Tensor, strides: torch.Tensor, norm_reg: bool) -> torch.Tensor:
+    """(L, 2) locations (x, y) and (L, 4) distances (l, t, r, b), times the (L,) level strides when
+    ``norm_reg``: (L, 4) boxes x1 y1 x2 y2.
+    """
     d = reg * strides[:, None] if norm_reg else reg
     return torch.stack([locations[:, 0] - d[:, 0], locations[:, 1] - d[:, 1],
                         locations[:, 0] + d[:, 2], locations[:, 1] + d[:, 3]], dim=1)

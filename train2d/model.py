@@ -36,6 +36,11 @@ MASK_FEAT_STRIDE = 8
 
 
 class BoxInstModel(nn.Module):
+    """BoxInst / CondInst on an FPN backbone (MWSIS §3.2, detectron2's structure on torchvision): FCOS head with
+    dynamic mask-head parameters, a mask branch at stride 8, IPG (Eq. 1-2) and CSCS 3D -> 2D (Eq. 7) as options.
+    torchvision's contract: ``model(images, targets)`` in training returns the weighted losses; ``predict``
+    (or ``model(images)``) returns per-image boxes, scores, classes and masks.
+    """
     def __init__(self, cfg: Model2DConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or Model2DConfig()

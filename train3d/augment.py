@@ -26,6 +26,8 @@ __all__ = ["AugmentConfig", "Affine", "random_affine", "augment_frame"]
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """3D training augmentation (MWSIS §4.2; method.md §9): global rotation about z, scaling,
+    translation noise, BEV flips and point shuffling."""
     rot_range: tuple[float, float] = (-math.pi / 4, math.pi / 4)  # radians about +z  [UNSURE: FSD value]
     scale_range: tuple[float, float] = (0.95, 1.05)  # method.md §2
     translation_std: tuple[float, float, float] = (0.5, 0.5, 0.5)  # metres  [UNSURE: FSD value]
@@ -36,6 +38,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class Affine:
+    """One frame's augmentation as x -> linear @ x + translation (points and vote targets alike)."""
     linear: np.ndarray  # (3, 3) float64, applied as A @ x
     translation: np.ndarray  # (3,) float64
 

@@ -31,6 +31,7 @@ __all__ = ["EMAConfig", "ema_momentum", "EMATeacher"]
 
 @dataclass(frozen=True)
 class EMAConfig:
+    """Mean-teacher EMA (MWSIS §3.5): momentum ramped towards ``max_momentum`` over ``ramp`` steps."""
     ramp: float = field(default=5000.0, metadata={"range": (1e-09, None)})
     batch_per_gpu: int = field(default=2, metadata={"range": (1, None)})
     max_momentum: float = field(default=0.999, metadata={"range": (0.0, 1.0)})

@@ -28,6 +28,8 @@ __all__ = ["InferConfig", "Prediction", "predict_semantic", "cluster_instances",
 
 @dataclass(frozen=True)
 class InferConfig:
+    """3D inference (method.md §9): the class score threshold, the per-class CCL radii
+    that cluster the voted centres into instances, and the minimum points per instance."""
     score_thresh: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
     radii: tuple[float, ...] = field(default=CCL_RADII, metadata={"range": (0.0, None), "length": 3})
     ccl_mode: Literal["xy", "xyz"] = "xy"  # authors: XY; "xyz" available
@@ -36,6 +38,7 @@ class InferConfig:
 
 @dataclass
 class Prediction:
+    """One frame's 3D prediction over its N points, with K instances."""
     semantic: np.ndarray  # (N,) int8: 0..C-1, or BACKGROUND (= C)
     instance: np.ndarray  # (N,) int32: 0 none, else 1..K
     inst_class: np.ndarray  # (K,) int8, class of instance k+1

@@ -27,6 +27,9 @@ __all__ = ["LossConfig", "class_balance_weights", "encode_votes", "decode_votes"
 
 @dataclass(frozen=True)
 class LossConfig:
+    """Weights of Eq. 10 (alpha_4 focal loss, alpha_5 vote loss) and the focal loss's gamma and alpha; the class
+    balance term is a CPU-regime option, off by default.
+    """
     gamma: float = field(default=3.0, metadata={"range": (0.0, None)})
     alpha: float = field(default=0.8, metadata={"range": (0.0, 1.0)})
     sem_weight: float = 100.0  # alpha_4 (Eq. 10)

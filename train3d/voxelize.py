@@ -30,6 +30,8 @@ __all__ = ["VoxelConfig", "Voxels", "voxelize", "scatter_max", "scatter_mean", "
 
 @dataclass(frozen=True)
 class VoxelConfig:
+    """The voxel grid (method.md §9): size per axis, the point range it covers and the padding
+    of the sparse shape."""
     voxel_size: tuple[float, float, float] = (0.25, 0.25, 0.2)  # x, y, z metres (authors' config)
     point_range: tuple[float, ...] = (-80.0, -80.0, -2.0, 80.0, 80.0, 4.0)  # x0, y0, z0, x1, y1, z1
     pad_multiple: int = 16  # grid sizes are padded up to a multiple (z: 30 -> 32, as the authors' [32, 640, 640])
@@ -49,6 +51,7 @@ class VoxelConfig:
 
 @dataclass
 class Voxels:
+    """A batch's occupied voxels and each point's voxel."""
     coords: torch.Tensor  # (M, 4) int32 [batch, z, y, x], sorted by (batch, z, y, x)
     point2voxel: torch.Tensor  # (N,) long voxel index of each point, -1 for out-of-range points
     num_voxels: int

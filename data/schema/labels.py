@@ -46,6 +46,7 @@ META_INPUTS = b"mwsis.inputs"
 
 @dataclass
 class LabelMasks:
+    """2D masks a stage made (SAM), one per answered box: K masks as pycocotools RLEs."""
     camera_id: np.ndarray  # (K,) int8
     box_index: np.ndarray  # (K,) int32, index into the frame's boxes2d
     class_id: np.ndarray  # (K,) int8
@@ -71,6 +72,7 @@ def _list_or_null(values: np.ndarray | None, t: pa.DataType) -> pa.Array:
 
 
 def labels_to_table(labels: FrameLabels) -> pa.Table:
+    """One ``FrameLabels`` as a one-row Parquet table of the labels schema (the only place that spells its columns)."""
     m = labels.masks2d
     masks = None if m is None else [
         {"camera_id": int(m.camera_id[i]), "box_index": int(m.box_index[i]), "class_id": int(m.class_id[i]),
@@ -93,6 +95,7 @@ def _np(table: pa.Table, name: str, row: int, dtype) -> np.ndarray | None:
 
 
 def table_row_to_labels(table: pa.Table, row: int = 0) -> FrameLabels:
+    """Row ``row`` of a labels table back into ``FrameLabels`` (arrays of the schema's dtypes)."""
     masks = table.column(MASKS2D)[row].as_py()
     return FrameLabels(
         frame_id=table.column(FRAME_ID)[row].as_py(),

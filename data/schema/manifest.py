@@ -13,6 +13,7 @@ FORMAT = "mwsis-dataset"
 
 @dataclass
 class ShardInfo:
+    """One frame shard of a dataset: its name, path, frame count and SHA-256."""
     name: str  # shard stem, e.g. the sequence name
     path: str  # relative to the dataset root, e.g. "frames/<name>.parquet"
     frames: int
@@ -23,6 +24,7 @@ class ShardInfo:
 
 @dataclass
 class Manifest:
+    """A dataset's ``manifest.json``: its shards, sensors and provenance."""
     class_names: list[str]
     sensors: dict  # {"lidars": [{laser_id, name, height, width}], "cameras": [{camera_id, name, width, height}]}
     shards: list[ShardInfo] = field(default_factory=list)

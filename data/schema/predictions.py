@@ -30,12 +30,14 @@ def predictions_metadata(tail: tuple[int, ...], info: dict) -> dict[bytes, bytes
 
 
 def predictions_to_table(frame_id: str, probs: np.ndarray) -> pa.Table:
+    """One frame's (N, *tail) probabilities as a one-row table, stored as float16."""
     flat = np.ascontiguousarray(probs, dtype=np.float16).ravel()
     arr = pa.ListArray.from_arrays(pa.array([0, len(flat)], pa.int32()), pa.array(flat, pa.float16()))
     return pa.Table.from_arrays([pa.array([frame_id], pa.string()), arr], schema=PREDICTIONS_SCHEMA)
 
 
 def table_row_to_predictions(table: pa.Table, tail: tuple[int, ...], row: int = 0) -> tuple[str, np.ndarray]:
+    """(frame id, (N, *tail) float16 probabilities) of row ``row``."""
     cell = table.column(PROBS).slice(row, 1).combine_chunks()
     flat = cell.values.to_numpy(zero_copy_only=False)
     return table.column(FRAME_ID)[row].as_py(), flat.reshape((-1, *tail))

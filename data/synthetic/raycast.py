@@ -55,6 +55,7 @@ class Prims:
 # ----------------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
 def ground_height(g, x, y):
+    """Height z of the ground surface (a plane plus ``NGROUND_WAVES`` sine waves, parameters ``g``) at x, y."""
     z = g[0] + g[1] * x + g[2] * y
     for m in range(NGROUND_WAVES):
         b = 3 + 4 * m
@@ -64,6 +65,7 @@ def ground_height(g, x, y):
 
 @njit(cache=True, inline="always")
 def ground_gradient(g, x, y):
+    """(dz/dx, dz/dy) of ``ground_height`` at x, y."""
     gx, gy = g[1], g[2]
     for m in range(NGROUND_WAVES):
         b = 3 + 4 * m
