@@ -7,13 +7,14 @@ from __future__ import annotations
 import importlib
 
 
-def lazy_exports(package: str, exports: dict[str, str]):
-    """``__getattr__`` for a package's ``__init__``: ``exports`` maps a public name to the module (relative to
-    ``package``) defining it, imported on first use (PEP 562)."""
+def lazy_exports(package: str, modules: dict[str, tuple[str, ...]]):
+    """``(__getattr__, __all__)`` for a package's ``__init__``: ``modules`` maps a module (relative to ``package``)
+    to the public names it defines, each imported on first use (PEP 562)."""
+    exports = {name: module for module, names in modules.items() for name in names}
 
     def __getattr__(name: str):
         if name not in exports:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         return getattr(importlib.import_module(exports[name], package), name)
 
-    return __getattr__
+    return __getattr__, list(exports)

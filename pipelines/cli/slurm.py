@@ -57,12 +57,24 @@ def _sbatch_options(f):
         click.option("--max-tasks", type=click.IntRange(min=1), default=None,
                      help="Array tasks per stage at most; shards are split into contiguous chunks "
                           "(SLURM's MaxArraySize is often 1001). [default: 1000]"),
-        click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="OPTION",
-                     help="Extra sbatch option for every job, e.g. --sbatch-arg=--account=proj (repeatable)."),
-        click.option("--setup", default=None, metavar="SHELL",
-                     help="Shell line each task runs first, e.g. 'module load cuda; source venv/bin/activate'."),
-        click.option("--dry-run", is_flag=True, help="Print the batch scripts; submit and write nothing."),
+        *job_options("every job", "each task", "'module load cuda; source venv/bin/activate'", "scripts"),
     ]
+    return with_options(f, opts)
+
+
+def job_options(jobs: str, runner: str, example: str, what: str) -> list:
+    """--sbatch-arg, --setup and --dry-run, worded for ``jobs`` / ``runner`` (shared by every slurm command)."""
+    return [
+        click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="OPTION",
+                     help=f"Extra sbatch option for {jobs}, e.g. --sbatch-arg=--account=proj (repeatable)."),
+        click.option("--setup", default=None, metavar="SHELL",
+                     help=f"Shell line {runner} runs first, e.g. {example}."),
+        click.option("--dry-run", is_flag=True, help=f"Print the batch {what}; submit and write nothing."),
+    ]
+
+
+def with_options(f, opts: list):
+    """Apply click options in the order listed (the first one shows first in --help)."""
     for o in reversed(opts):
         f = o(f)
     return f

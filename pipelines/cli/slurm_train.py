@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from .slurm import job_options, with_options
+
 
 def _options(f):
     opts = [
@@ -32,15 +34,9 @@ def _options(f):
         click.option("--config", default=None, metavar="PRESET|PATH", help="Trainer config preset or YAML."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Trainer config override, e.g. --set epochs=24 --set cscs.round=latest (repeatable)."),
-        click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="OPTION",
-                     help="Extra sbatch option, e.g. --sbatch-arg=--account=proj (repeatable)."),
-        click.option("--setup", default=None, metavar="SHELL",
-                     help="Shell line the job runs first, e.g. 'module load cuda'."),
-        click.option("--dry-run", is_flag=True, help="Print the batch script; write and submit nothing."),
+        *job_options("the job", "the job", "'module load cuda'", "script"),
     ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+    return with_options(f, opts)
 
 
 def submit_training(kind: str, data, out, config, sets, dry_run: bool, **opts) -> str | None:
