@@ -1,8 +1,9 @@
-"""Write the experiment tables into README.md from their JSON records (``docs/experiments/*.json``), so the
-README quotes the records and no number is typed by hand. Each table sits between
-``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` markers; NAME is the record's file stem.
+"""Write the experiment tables into the README and the docs pages from their JSON records
+(``docs/experiments/*.json``), so the documentation quotes the records and no number is typed by hand. Each
+table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` markers (NAME: the record's file stem),
+in every page that carries them (README.md, docs/*.md); every recorded table must be quoted somewhere.
 
-    python bench/update_readme.py        # rewrites README.md in place; run after make experiment-3d / -2d
+    python bench/update_readme.py        # rewrites the pages in place; run after make experiment-3d / -2d
 """
 from __future__ import annotations
 
@@ -23,18 +24,30 @@ def renderer(script: str):
     return mod.markdown
 
 
+def pages() -> list[Path]:
+    """The markdown pages that may quote a table."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def marker(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- table:{name} -->\n).*?(<!-- /table:{name} -->)", re.S)
+
+
 def main() -> None:
-    readme = (ROOT / "README.md").read_text()
+    texts = {p: p.read_text() for p in pages()}
     for name, script in {**RENDERERS, **PROBES}.items():
         path = ROOT / "docs" / "experiments" / f"{name}.json"
         if not path.exists():
             continue
         table = renderer(script)(json.loads(path.read_text()))
-        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(<!-- /table:{name} -->)", re.S)
-        if not pattern.search(readme):
-            raise SystemExit(f"README.md has no <!-- table:{name} --> ... <!-- /table:{name} --> markers")
-        readme = pattern.sub(lambda m: m.group(1) + table + m.group(2), readme)
-    (ROOT / "README.md").write_text(readme)
+        quoted = [p for p, t in texts.items() if marker(name).search(t)]
+        if not quoted:
+            raise SystemExit(f"no page has <!-- table:{name} --> ... <!-- /table:{name} --> markers")
+        for p in quoted:
+            texts[p] = marker(name).sub(lambda m: m.group(1) + table + m.group(2), texts[p])
+    for p, t in texts.items():
+        if t != p.read_text():
+            p.write_text(t)
 
 
 if __name__ == "__main__":
