@@ -20,7 +20,7 @@ column W-1 and column 0, ids numbered by first appearance in the same scan order
 Differences from the authors' code, deliberate: one numba pass per row over a dense (R, M, W) range image
 instead of pure Python with a boolean rescan of the row for each comparison (their hotspot, §13); ids are
 consecutive over real points (the authors' counter may also number empty cells; the partition is the
-same); a NaN range counts as empty. :mod:`mwsis.pseudolabel.dcs_reference` is the plain-Python oracle.
+same); a NaN range counts as empty. ``tests/pseudolabel/dcs_reference.py`` is the plain-Python oracle.
 """
 from __future__ import annotations
 

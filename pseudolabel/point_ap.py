@@ -1,7 +1,7 @@
 """Fast COCO-equivalent instance AP for point masks (MWSIS §4.2, authors' protocol, method.md §11).
 
 ``PointInstanceAP`` reproduces pycocotools' ``COCOeval`` (segm, one 1×N image per frame) exactly but from
-sparse point memberships; ``tests/test_metrics_ap.py`` checks the equivalence with ``metrics.InstanceAP``.
+sparse point memberships; ``tests/pseudolabel/test_metrics_ap.py`` checks the equivalence with ``metrics.InstanceAP``.
 """
 from __future__ import annotations
 

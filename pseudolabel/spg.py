@@ -30,7 +30,7 @@ points being withdrawn from the other objects' boxes (boxes sharing an ``object_
 two cameras, may share points). Points still kept by several boxes (same-object boxes only, then) go to
 ``overlap="last"``, the highest box index, like the authors; ``overlap="nearest"`` (the box whose kept
 cluster's median range is nearest the point's range) is offered. On the occlusion scenes of
-``tests/test_spg.py`` (``_overlap_scenes``, seeds 11-14, 40 scenes x 2 box orders) point accuracy on
+``tests/pseudolabel/test_spg.py`` (``_overlap_scenes``, seeds 11-14, 40 scenes x 2 box orders) point accuracy on
 objects was: authors 0.80 mean / 0.22 worst, "nearest" alone 0.78 / 0.37, exclusive largest-first
 0.91 / 0.77 (mean per-object IoU 0.64 -> 0.84); "fewest candidate points first" was worse (0.74).
 Cost: a second CCL pass.

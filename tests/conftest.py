@@ -1,12 +1,19 @@
-"""Shared fixtures: a hand-built toy frame (independent of the synthetic renderer) and a tiny dataset."""
+"""Shared fixtures: a hand-built toy frame (independent of the synthetic renderer) and a tiny dataset.
+
+The tests mirror the packages (tests/data, tests/pseudolabel, tests/train2d, tests/train3d, tests/pipelines);
+helpers shared across them (``_kill.py``, ``golden/``) sit here, on the import path of every test."""
 from __future__ import annotations
 
 import io
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mwsis.data.frame import Boxes2D, Boxes3D, Camera, Frame, GroundTruth, Lidar, Masks2D, Points
 

@@ -57,11 +57,27 @@ def _top_ranges(frame) -> np.ndarray:
                        p.col[top].astype(np.int64), frame.range_image_shape)
 
 
+def dcs_oracle():
+    """The plain-Python DCS rules (``tests/pseudolabel/dcs_reference.py``), the baseline of the DCS speed-up.
+    They live beside their tests in the source checkout; an installed wheel has no tests."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "tests" / "pseudolabel" / "dcs_reference.py"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the DCS baseline is part of the source checkout; run `mwsis bench` "
+                                "(or `make bench`) from a clone of the repository")
+    spec = importlib.util.spec_from_file_location("dcs_reference", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.ring_segments_reference, mod.ring_segments_rescan
+
+
 def bench_kernels(frames, repeat: int = 5) -> dict:
     """DCS (numba vs the plain-Python rule) and association + DCS + SPG + CCL per frame, in memory."""
     from ...pseudolabel.dcs import ring_segments
-    from ...pseudolabel.dcs_reference import ring_segments_reference, ring_segments_rescan
     from ...pseudolabel.spg import SPGConfig, ccl_frame, spg_frame
+
+    ring_segments_reference, ring_segments_rescan = dcs_oracle()
 
     ranges = [_top_ranges(f) for f in frames]
     ring_segments(ranges[0])  # JIT warm-up (cached on disk after the first run)

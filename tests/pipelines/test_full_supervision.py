@@ -21,7 +21,7 @@ from mwsis.pipelines.training.run import load_config, read_metrics
 from mwsis.train2d.config import Model2DConfig
 from mwsis.train2d.model import BoxInstModel
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_gt_labels_are_the_frames_ground_truth(tiny_dataset):

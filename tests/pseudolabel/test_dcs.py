@@ -1,9 +1,9 @@
-"""DCS ring segments (pseudolabel/dcs.py) against the plain-Python oracle (pseudolabel/dcs_reference.py)."""
+"""DCS ring segments (pseudolabel/dcs.py) against the plain-Python oracle (dcs_reference.py, beside this file)."""
 import numpy as np
 import pytest
 
 from mwsis.pseudolabel.dcs import point_segments, range_image, ring_segments
-from mwsis.pseudolabel.dcs_reference import ring_segments_reference, ring_segments_union_find_reference
+from dcs_reference import ring_segments_reference, ring_segments_union_find_reference
 
 
 def _random_rows(rng, n_ret, rows, width, max_range, empty=0.2, second=0.5):
@@ -143,7 +143,7 @@ def test_point_helpers_round_trip():
 
 
 def test_rescan_baseline_matches_the_reference():
-    from mwsis.pseudolabel.dcs_reference import ring_segments_rescan
+    from dcs_reference import ring_segments_rescan
 
     rng = np.random.default_rng(5)
     r = rng.uniform(5, 40, (2, 3, 150)).astype(np.float32)

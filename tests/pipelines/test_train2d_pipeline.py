@@ -18,8 +18,8 @@ from mwsis.pipelines.predict.predict2d import coco_mask_ap
 from mwsis.pipelines.training.train2d import Train2DConfig, train_2d
 from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, load_config, read_metrics
 
-TINY2D = Path(__file__).resolve().parents[1] / "configs" / "train2d-tiny.yaml"
-TINY3D = Path(__file__).resolve().parents[1] / "configs" / "train3d-tiny.yaml"
+TINY2D = Path(__file__).resolve().parents[2] / "configs" / "train2d-tiny.yaml"
+TINY3D = Path(__file__).resolve().parents[2] / "configs" / "train3d-tiny.yaml"
 
 
 @pytest.fixture

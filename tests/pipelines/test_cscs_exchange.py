@@ -18,7 +18,7 @@ from mwsis.pipelines.training.distributed import PREEMPT_FLAG
 from mwsis.pipelines.training.trainer import Hook
 from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, load_config, read_metrics
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from mwsis.pipelines.training.trainer import Hook, Trainer
 from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, load_config, read_metrics
 from mwsis.train3d.ema import EMAConfig
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 # ------------------------------------------------------------------- the Trainer loop on a toy model

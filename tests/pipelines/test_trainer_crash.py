@@ -25,7 +25,7 @@ from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, rea
 from _kill import KILL_BEFORE_RENAME
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # the mwsis CLI; with a suffix, SIGKILLs itself right before the Nth rename onto a file whose name ends in it
 INJECT = KILL_BEFORE_RENAME + r"""
 sys.argv = ["mwsis", *args]

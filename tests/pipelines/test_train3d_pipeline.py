@@ -17,7 +17,7 @@ from mwsis.pipelines.training.samples3d import frame_sample
 from mwsis.pipelines.training.train3d import Train3DConfig, load_teacher, train_3d
 from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, load_config, read_metrics
 
-TINY = Path(__file__).resolve().parents[1] / "configs" / "train3d-tiny.yaml"
+TINY = Path(__file__).resolve().parents[2] / "configs" / "train3d-tiny.yaml"
 
 
 def _cfg(**sets):

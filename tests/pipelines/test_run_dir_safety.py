@@ -12,7 +12,7 @@ from mwsis.pipelines.cli.main import main
 from mwsis.pipelines.training.train3d import Train3DConfig, train_3d
 from mwsis.pipelines.training.run import latest_checkpoint, load_config
 
-TINY = Path(__file__).resolve().parents[1] / "configs" / "train3d-tiny.yaml"
+TINY = Path(__file__).resolve().parents[2] / "configs" / "train3d-tiny.yaml"
 ARGS = ["--config", str(TINY), "--set", "epochs=1", "--set", "pvc.enabled=false"]
 
 

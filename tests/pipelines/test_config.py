@@ -18,7 +18,7 @@ from mwsis.pipelines.labels.stages import StagesConfig, build_configs
 from mwsis.pipelines.training.train2d import Train2DConfig
 from mwsis.pipelines.training.train3d import Train3DConfig
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from mwsis.pipelines.cli.slurm_train import train_2d_slurm_cmd, train_3d_slurm_cmd
 from mwsis.pipelines.slurm.train import TrainJob, render_train_script
 
-TINY3D = Path(__file__).resolve().parents[1] / "configs" / "train3d-tiny.yaml"
+TINY3D = Path(__file__).resolve().parents[2] / "configs" / "train3d-tiny.yaml"
 
 
 def test_multi_node_gpu_script():

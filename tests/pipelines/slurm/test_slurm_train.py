@@ -16,7 +16,7 @@ from mwsis.pipelines.labels.runner import run_stages
 from mwsis.pipelines.training.train3d import Train3DConfig, train_3d
 from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, load_config, read_metrics
 
-TINY = Path(__file__).resolve().parents[2] / "configs" / "train3d-tiny.yaml"
+TINY = Path(__file__).resolve().parents[3] / "configs" / "train3d-tiny.yaml"
 SETS = ["epochs=6", "frames_per_step=1"]  # 24 steps and 3 PVC rounds: a few seconds of training
 
 

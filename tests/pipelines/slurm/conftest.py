@@ -205,7 +205,7 @@ def slurm_cluster():
 
 
 if __name__ == "__main__":
-    # `python tests/slurm/conftest.py`: the same cluster for trying `mwsis slurm ...` by hand; Ctrl-C stops it
+    # `python tests/pipelines/slurm/conftest.py`: the same cluster for trying `mwsis slurm ...` by hand; Ctrl-C stops it
     t0 = time.monotonic()
     c = start_cluster()
     print(f"cluster up in {time.monotonic() - t0:.1f} s; in another shell:\n  export SLURM_CONF={c.conf}", flush=True)

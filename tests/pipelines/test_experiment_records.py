@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("update_readme", ROOT / "bench" / "update_readme.py")
 update_readme = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(update_readme)
