@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import InstanceSet, instances_from_labels
+from .metrics import InstanceSet
 
 # ------------------------------------------------------------------------------------------------
 # Fast point-instance AP: COCOeval's semantics without pycocotools, dense masks or RLEs.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 
 import torch
-from torch import nn
 
 
 def ipg_weights(scores: torch.Tensor, ious: torch.Tensor, gt_inds: torch.Tensor, num_gt: int,

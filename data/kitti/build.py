@@ -193,7 +193,7 @@ def read_kitti_frame(src: Path | str, stem: str, index: int, columns: int = 2048
     try:
         with Image.open(io.BytesIO(data)) as im:  # the header is enough for the size
             size, fmt = im.size, (im.format or "png").lower()
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError):
         # PIL's message names its BytesIO, not the file: say what the bytes are instead
         raise KittiFormatError(str(img_p), f"not a readable image: {len(data)} bytes starting {data[:8]!r}, "
                                            "expected PNG or JPEG data") from None
