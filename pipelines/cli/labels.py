@@ -11,24 +11,20 @@ from ..labels.stages import STAGES
 _STAGE_HELP = "\n".join(f"  {name:<8} {spec.doc}" for name, spec in STAGES.items())
 
 
-def stage_configs(config: str | None, sets: tuple[str, ...], sam_checkpoint: str | None) -> dict:
-    """{section: {field: value}} for the runner: defaults < --config (its ``stages``) < --set < --sam-checkpoint."""
+def stage_configs(config: str | None, sets: tuple[str, ...], sam_checkpoint: str | None, **more):
+    """The run's ``StagesConfig``: defaults < --config (its ``stages``) < --set < --sam-checkpoint < ``more``
+    (dotted keys, e.g. ``{"pvc.history": 6}``)."""
     from ..config import ConfigError, apply_overrides, load_section
-    from ..labels.stages import stage_overrides
 
     try:
         cfg = load_section("stages", config, sets)
         if sam_checkpoint:
             cfg = apply_overrides(cfg, {"sam.checkpoint": sam_checkpoint})
+        if more:
+            cfg = apply_overrides(cfg, more)
     except ConfigError as e:
         raise click.BadParameter(str(e), param_hint="--config/--set") from e
-    return stage_overrides(cfg)
-
-
-def _spg_config(configs: dict):
-    from ..labels.stages import build_configs
-
-    return build_configs(("spg",), configs)["spg"]
+    return cfg
 
 
 def _report(results) -> None:
@@ -77,8 +73,7 @@ def stage_cmd(name, data, shard_index, num_shards, shard_list, force, history, b
               sam_checkpoint):
     from ...data.store import open_dataset
     from ..progress import progress_bar
-    from ..labels.runner import parse_shard_list, resolved_config, run_stage_shard, slice_shards
-    from ..labels.stages import build_configs
+    from ..labels.runner import parse_shard_list, run_stage_shard, slice_shards
 
     ds = open_dataset(data)
     if shard_list is not None and (shard_index is not None or num_shards is not None):
@@ -88,14 +83,12 @@ def stage_cmd(name, data, shard_index, num_shards, shard_list, force, history, b
                      else slice_shards(ds.num_shards, shard_index, num_shards))
     except ValueError as e:
         raise click.UsageError(str(e)) from e
-    overrides = stage_configs(config, sets, sam_checkpoint)
-    if history is not None or base is not None:
-        if name != "pvc":
-            raise click.UsageError("--history and --base apply to the pvc stage only")
-        overrides.setdefault("pvc", {}).update({k: v for k, v in (("history", history), ("base", base)) if v is not None})
-    cfg = resolved_config(name, overrides)
+    if (history is not None or base is not None) and name != "pvc":
+        raise click.UsageError("--history and --base apply to the pvc stage only")
+    cfg = stage_configs(config, sets, sam_checkpoint,
+                        **{f"pvc.{k}": v for k, v in (("history", history), ("base", base)) if v is not None})
     spec = STAGES[name]
-    reason = spec.skip_reason(build_configs(spec.sections, cfg)) if spec.skip_reason else None
+    reason = spec.skip_reason(cfg.sections(spec.sections)) if spec.skip_reason else None
     if reason:
         click.echo(f"stage {name} skipped: {reason}", err=True)
         return
@@ -122,12 +115,13 @@ def pseudolabels_cmd(data, stages, workers, force, do_eval, verify, config, sets
     """Run the pseudo-label stage graph locally over a process pool, then print the quality table."""
     from ..labels.runner import run_stages
 
-    results = run_stages(data, [s.strip() for s in stages.split(",") if s.strip()],
-                         stage_configs(config, sets, sam_checkpoint), workers=workers, force=force, verify=verify)
+    cfg = stage_configs(config, sets, sam_checkpoint)
+    results = run_stages(data, [s.strip() for s in stages.split(",") if s.strip()], cfg, workers=workers,
+                         force=force, verify=verify)
     if do_eval and not any(r.status == "failed" for r in results):
         from ..labels.evaluate import evaluate_labels, format_table
 
-        res = evaluate_labels(data, variants=True, spg=_spg_config(stage_configs(config, sets, sam_checkpoint)))
+        res = evaluate_labels(data, variants=True, spg=cfg.spg)
         if res["frames"]:
             click.echo(format_table(res))
     _report(results)
@@ -150,7 +144,7 @@ def eval_labels_cmd(data, stages, json_path, variants, config, sets):
     from ...data.store import write_bytes_atomic
     from ..labels.evaluate import evaluate_labels, format_table
 
-    spg = _spg_config(stage_configs(config, sets, None)) if config or sets else None
+    spg = stage_configs(config, sets, None).spg if config or sets else None
     res = evaluate_labels(data, [s for s in stages.split(",")] if stages else None, variants=variants, spg=spg)
     if not res["frames"]:
         raise click.ClickException(f"{data}: no frame has per-point ground truth; nothing to evaluate")

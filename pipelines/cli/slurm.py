@@ -97,18 +97,16 @@ def _stage_args(config: str | None, sets: list[str]) -> list[str]:
     return (["--config", config] if config else []) + [a for s in sets for a in ("--set", s)]
 
 
-def _overrides(config: str | None, sets: list[str]) -> dict:
-    """Stage config overrides exactly as `mwsis stage` resolves them (so status agrees with the tasks)."""
+def _overrides(config: str | None, sets: list[str]):
+    """The ``StagesConfig`` exactly as `mwsis stage` resolves it (so status agrees with the tasks)."""
     from .labels import stage_configs
 
     return stage_configs(config, tuple(sets), None)
 
 
-def _dependencies(stage: str, overrides: dict) -> tuple[str, ...]:
-    from ..labels.stages import build_configs
-
+def _dependencies(stage: str, config) -> tuple[str, ...]:
     spec = STAGES[stage]
-    return spec.dependencies(build_configs(spec.sections, overrides))
+    return spec.dependencies(config.sections(spec.sections))
 
 
 def _closure(stages: list[str], overrides_of) -> list[str]:
@@ -128,12 +126,12 @@ def _closure(stages: list[str], overrides_of) -> list[str]:
 
 def _done_shards(data: Path, stages: list[str], overrides_of) -> tuple[int, dict[str, set[int]]]:
     from ...data.store import open_dataset
-    from ..labels.runner import resolved_config, shard_is_current
+    from ..labels.runner import shard_is_current
 
     ds = open_dataset(data)
     done = {}
     for s in stages:
-        cfg = resolved_config(s, overrides_of(s))
+        cfg = overrides_of(s)
         done[s] = {p for p in range(ds.num_shards) if shard_is_current(ds, s, cfg, p)}
     return ds.num_shards, done
 
@@ -214,7 +212,6 @@ def pseudolabels_cmd(data, stages, config, sets, sam_checkpoint, dry_run, **sbat
     already up to date. Task logs: DATA/slurm/logs/STAGE/JOB_TASK.out. --dry-run prints the scripts.
     """
     from ..slurm import stages as S
-    from ..labels.stages import build_configs
 
     root = Path(data).resolve()
     if config and Path(config).exists():
@@ -231,7 +228,7 @@ def pseudolabels_cmd(data, stages, config, sets, sam_checkpoint, dry_run, **sbat
     order = []
     for s in _closure(wanted, lambda _: overrides):
         spec = STAGES[s]
-        reason = spec.skip_reason(build_configs(spec.sections, overrides)) if spec.skip_reason else None
+        reason = spec.skip_reason(overrides.sections(spec.sections)) if spec.skip_reason else None
         if reason:
             click.echo(f"stage {s} skipped: {reason}", err=True)
         else:

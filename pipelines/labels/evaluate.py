@@ -88,7 +88,7 @@ def _variant_labels(frame, spg):
 
 def recorded_spg_config(ds: Dataset):
     """The SPG config the dataset's ``spg`` labels were made with (recorded in their shards), else None."""
-    from .stages import build_configs
+    from .stages import StagesConfig
 
     for info in ds.manifest.shards:
         try:
@@ -96,7 +96,7 @@ def recorded_spg_config(ds: Dataset):
         except StoreError:
             continue
         if recorded:
-            return build_configs(("spg",), recorded)["spg"]
+            return StagesConfig.resolve(recorded).spg
     return None
 
 

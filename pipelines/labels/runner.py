@@ -14,13 +14,12 @@ The runner alone reads frame and label shards and writes label shards, through `
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from ...data.prediction_store import PredictionShard
 from ...data.locks import exclusive_lock, remove_stale_temps, tidy_temps
 from ...data.store import StoreError, WriteError, open_dataset
 from ..progress import progress_bar
-from .stages import STAGES, build_configs, resolve_order
+from .stages import STAGES, StagesConfig, resolve_order
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +85,11 @@ def shard_inputs(root: Path, stage: str, info, cfg: dict, predictions: dict[str,
     return inputs
 
 
-def resolved_config(stage: str, overrides: dict[str, dict] | None = None) -> dict:
-    """The stage's config sections as plain JSON values (what its output shards record)."""
-    cfgs = build_configs(STAGES[stage].sections, overrides or {})
-    return json.loads(json.dumps({k: asdict(v) for k, v in cfgs.items()}))
-
-
-def run_stage_shard(root: str, stage: str, config: dict, shard_pos: int, force: bool = False,
+def run_stage_shard(root: str, stage: str, config: StagesConfig, shard_pos: int, force: bool = False,
                     tick=None, verify: bool = False, ds=None) -> ShardResult:
     """Label one shard with one stage. Never raises for data problems: they come back as 'failed'.
 
-    ``config`` is ``resolved_config(stage, ...)``: {section: {field: value}}. ``verify``: the up-to-date
+    ``config``: the run's resolved ``StagesConfig`` (the stage reads its sections). ``verify``: the up-to-date
     check hashes every input and output byte instead of trusting unchanged sizes and mtimes. ``ds``: the
     dataset opened once by the caller, so that the stages of one run hash each frame shard once.
     """
@@ -132,15 +125,18 @@ def run_stage_shard(root: str, stage: str, config: dict, shard_pos: int, force: 
         return ShardResult(stage, info.name, "failed", info.frames, time.time() - t0, str(e))
 
 
-def _expected(ds, stage: str, config: dict, info, verify: bool = False) -> tuple:
-    """(built config, prediction rounds, input checksums, the metadata a current output shard records)."""
-    cfg = build_configs(STAGES[stage].sections, config)
+def _expected(ds, stage: str, config: StagesConfig, info, verify: bool = False) -> tuple:
+    """(the stage's config sections, prediction rounds, input checksums, the metadata a current output shard
+    records: stage, config as JSON, code version, input checksums)."""
+    sections = STAGES[stage].sections
+    cfg = config.sections(sections)
     predictions = STAGES[stage].predictions_fn(ds.root, cfg) if STAGES[stage].predictions_fn else {}
     inputs = shard_inputs(ds.root, stage, info, cfg, predictions, verify)
-    return cfg, predictions, inputs, {"stage": stage, "config": config, "code_version": __version__, "inputs": inputs}
+    return cfg, predictions, inputs, {"stage": stage, "config": config.record(sections), "code_version": __version__,
+                                      "inputs": inputs}
 
 
-def _label_shard(ds, stage: str, config: dict, shard_pos: int, force: bool, tick) -> str:
+def _label_shard(ds, stage: str, config: StagesConfig, shard_pos: int, force: bool, tick) -> str:
     """Compute and write one label shard unless it is current; "done" or "skipped". Caller holds the lock."""
     spec = STAGES[stage]
     info = ds.manifest.shards[shard_pos]
@@ -174,49 +170,49 @@ def _label_shard(ds, stage: str, config: dict, shard_pos: int, force: bool, tick
                 tick(1)
             yield out
 
-    write_label_shard(ds.root, stage, info.name, rows(), config, __version__, inputs)
+    write_label_shard(ds.root, stage, info.name, rows(), expected["config"], __version__, inputs)
     return "done"
 
 
-def run_stages(root: Path | str, stages: list[str], configs: dict[str, dict] | None = None,
+def run_stages(root: Path | str, stages: list[str], config: StagesConfig | dict[str, dict] | None = None,
                shard_positions: list[int] | None = None, workers: int = 1, force: bool = False,
                show_progress: bool = True, verify: bool = False) -> list[ShardResult]:
     """Run ``stages`` (plus what they depend on, in graph order) over the given shards.
 
-    ``configs`` holds overrides per config section, e.g. ``{"spg": {"fg_thresh": 0.05}}``.
+    ``config``: a ``StagesConfig``, or overrides per section such as ``{"spg": {"fg_thresh": 0.05}}``; resolved
+    once here and carried whole to every stage and worker.
     """
     ds = open_dataset(root)
     positions = list(range(ds.num_shards)) if shard_positions is None else shard_positions
-    configs = configs or {}
+    config = StagesConfig.resolve(config)
     results: list[ShardResult] = []
     # one pool for every stage: spawning workers (imports, JIT cache loads) costs seconds each time
     pool = (ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
             if workers > 1 and len(positions) > 1 else None)
     try:
         for stage in resolve_order(stages):
-            results += _run_one_stage(ds, stage, configs, positions, force, pool, show_progress, verify)
+            results += _run_one_stage(ds, stage, config, positions, force, pool, show_progress, verify)
     finally:
         if pool is not None:
             pool.shutdown()
     return results
 
 
-def _run_one_stage(ds, stage: str, configs: dict, positions: list[int], force: bool, pool,
+def _run_one_stage(ds, stage: str, config: StagesConfig, positions: list[int], force: bool, pool,
                    show_progress: bool, verify: bool = False) -> list[ShardResult]:
     spec = STAGES[stage]
-    cfg_dict = resolved_config(stage, configs)
-    reason = spec.skip_reason(build_configs(spec.sections, cfg_dict)) if spec.skip_reason else None
+    reason = spec.skip_reason(config.sections(spec.sections)) if spec.skip_reason else None
     if reason:
         log.warning("stage %s skipped: %s", stage, reason)
         return [ShardResult(stage, "*", "skipped", 0, 0.0, reason)]
     frames = sum(ds.manifest.shards[p].frames for p in positions)
     with progress_bar(total=frames, unit="frame", desc=stage, enabled=show_progress) as bar:
         if pool is None:
-            batch = [run_stage_shard(str(ds.root), stage, cfg_dict, p, force, tick=bar.update, verify=verify,
+            batch = [run_stage_shard(str(ds.root), stage, config, p, force, tick=bar.update, verify=verify,
                                      ds=ds) for p in positions]
         else:
             batch = []
-            futs = [pool.submit(run_stage_shard, str(ds.root), stage, cfg_dict, p, force, None, verify)
+            futs = [pool.submit(run_stage_shard, str(ds.root), stage, config, p, force, None, verify)
                     for p in positions]
             for fut in as_completed(futs):
                 res = fut.result()
@@ -232,12 +228,12 @@ def _run_one_stage(ds, stage: str, configs: dict, positions: list[int], force: b
     return batch
 
 
-def shard_is_current(root, stage: str, config: dict, shard_pos: int) -> bool:
+def shard_is_current(root, stage: str, config: StagesConfig, shard_pos: int) -> bool:
     """Whether ``stage``'s output shard at ``shard_pos`` is up to date: the test ``run_stage_shard`` uses to
     skip it (recorded stage, config, code version and input checksums equal to the current ones).
 
     ``root`` is a dataset directory or an open ``Dataset`` (callers checking many shards open it once);
-    ``config`` is ``resolved_config(stage, ...)``. Missing inputs (a dependency not labelled yet) -> False.
+    ``config``: the resolved ``StagesConfig``. Missing inputs (a dependency not labelled yet) -> False.
     """
     ds = root if hasattr(root, "manifest") else open_dataset(root)
     info = ds.manifest.shards[shard_pos]

@@ -15,7 +15,8 @@ thresholds, radii, DCS settings), ``sam`` adds ``SAMConfig``, ``pvc`` is ``PVCSt
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -64,23 +65,26 @@ class StagesConfig:
     sam: SAMConfig = field(default_factory=SAMConfig)
     pvc: PVCStageConfig = field(default_factory=PVCStageConfig)
 
+    @classmethod
+    def resolve(cls, overrides: "StagesConfig | dict[str, dict] | None" = None) -> "StagesConfig":
+        """The one resolved config of a run: a ``StagesConfig`` as it is, or {section: {field: value}} (a
+        config file's ``stages`` section, a shard's recorded config; JSON lists -> tuples) over the defaults."""
+        from ..config import ConfigError, apply_overrides
 
-def stage_overrides(cfg: StagesConfig) -> dict[str, dict]:
-    """A resolved ``StagesConfig`` as the runner's {section: {field: value}} (every field, plain JSON values)."""
-    from ..config import config_to_dict
+        if isinstance(overrides, StagesConfig):
+            return overrides
+        try:
+            return apply_overrides(cls(), {s: v for s, v in (overrides or {}).items() if v})
+        except ConfigError as e:
+            raise ValueError(f"stage config: {e}") from e
 
-    return config_to_dict(cfg)
+    def sections(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """{section: config object} of the sections a stage reads (``StageSpec.sections``)."""
+        return {s: getattr(self, s) for s in names}
 
-
-def build_configs(sections: tuple[str, ...], overrides: dict[str, dict]) -> dict:
-    """Config objects of ``sections`` with ``overrides`` ({section: {field: value}}; JSON lists -> tuples)."""
-    from ..config import ConfigError, apply_overrides
-
-    try:
-        cfg = apply_overrides(StagesConfig(), {s: v for s, v in overrides.items() if v})
-    except ConfigError as e:
-        raise ValueError(f"stage config: {e}") from e
-    return {s: getattr(cfg, s) for s in sections}
+    def record(self, names: tuple[str, ...]) -> dict[str, dict]:
+        """Those sections as plain JSON values: what a stage's output shard records (the file boundary)."""
+        return json.loads(json.dumps({s: asdict(getattr(self, s)) for s in names}))
 
 
 def one_instance_per_object(instance: np.ndarray, object_id: np.ndarray) -> np.ndarray:

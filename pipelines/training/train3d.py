@@ -106,12 +106,14 @@ def run_pvc_round(data: Path, teacher: torch.nn.Module, cfg: Train3DConfig, rnd:
     only that shard's rounds, and the rank trains only on its shards' labels (no rank waits on another)."""
     from ..predict.predict3d import export_predictions
     from ..labels.runner import run_stages
+    from ..labels.stages import PVCStageConfig, StagesConfig
 
     export_predictions(data, teacher, cfg.infer, rnd, device, info={"round": rnd, "base": base}, show_progress=False,
                        spg_cfg=cfg.spg,
                        positions=positions)
     vote = {f.name: getattr(cfg.pvc, f.name) for f in fields(PVCConfig)}
-    res = run_stages(data, ["pvc"], {"pvc": {"base": base, **vote}}, shard_positions=positions, show_progress=False)
+    stages = StagesConfig(pvc=PVCStageConfig(base=base, **vote))
+    res = run_stages(data, ["pvc"], stages, shard_positions=positions, show_progress=False)
     failed = [r for r in res if r.status == "failed"]
     if failed:
         raise RuntimeError(f"PVC round {rnd} failed: {failed[0].shard}: {failed[0].error}")

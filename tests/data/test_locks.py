@@ -137,7 +137,8 @@ def test_a_killed_holder_releases_its_lock(tmp_path):
 
 def test_stale_temps_are_removed_only_under_the_lock(tmp_path, tiny_dataset):
     from mwsis.data.integrity import stamp_path
-    from mwsis.pipelines.labels.runner import resolved_config, run_stage_shard
+    from mwsis.pipelines.labels.runner import run_stage_shard
+    from mwsis.pipelines.labels.stages import StagesConfig
 
     data = tmp_path / "ds"
     shutil.copytree(tiny_dataset, data, ignore=shutil.ignore_patterns("labels"))
@@ -152,7 +153,7 @@ def test_stale_temps_are_removed_only_under_the_lock(tmp_path, tiny_dataset):
             p.write_bytes(b"half a file")
 
     leave_temps()
-    cfg = resolved_config("ccl")
+    cfg = StagesConfig()
     assert run_stage_shard(str(data), "ccl", cfg, 0).status == "done"
     assert not any(p.exists() for p in stale)
     leave_temps()  # finished shard, temps from a killed --force rerun, lock held: kept

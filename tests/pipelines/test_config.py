@@ -14,7 +14,7 @@ from mwsis.data.store import open_dataset
 from mwsis.pipelines.cli.main import main
 from mwsis.pipelines.config import (PRESET_DIR, PRESETS, SECTIONS, ConfigError, config_to_dict, load_config,
                                     load_section, resolve_config_path)
-from mwsis.pipelines.labels.stages import StagesConfig, build_configs
+from mwsis.pipelines.labels.stages import StagesConfig
 from mwsis.pipelines.training.train2d import Train2DConfig
 from mwsis.pipelines.training.train3d import Train3DConfig
 
@@ -27,10 +27,10 @@ def test_presets_load_and_validate_for_every_command(preset):
     for section in SECTIONS:
         cfg = load_section(section, preset)
         assert config_to_dict(cfg)  # JSON-able: what outputs record
-    # the stage runner rebuilds each stage's sections from the recorded dict
+    # a shard's recorded config (the JSON written at the file boundary) resolves back to the same object
     stages = load_section("stages", preset)
-    assert build_configs(("spg", "sam", "pvc"), config_to_dict(stages)) == {
-        "spg": stages.spg, "sam": stages.sam, "pvc": stages.pvc}
+    assert StagesConfig.resolve(stages.record(("spg", "sam", "pvc"))) == stages
+    assert StagesConfig.resolve(config_to_dict(stages)) == stages
 
 
 def test_preset_values():
