@@ -172,7 +172,6 @@ class Train2DTrainer(Trainer):
     def check_inputs(self) -> None:
         if self.cfg.pseudo_masks == "sam":
             check_label_shards(self.ds, "sam", self.positions)
-        self.cscs_round = None
 
     def num_steps_per_epoch(self) -> int:
         cameras = len(self.ds.manifest.sensors.get("cameras", [])) or 1

@@ -139,11 +139,13 @@ class Train3DTrainer(Trainer):
 
     kind = "train-3d"
 
+    def __init__(self, data, out, cfg: Train3DConfig, hooks=()):
+        self.skipped: set[str] = set()  # frames without usable points: warned about once each, counted in the summary
+        super().__init__(data, out, cfg, hooks)
+
     def check_inputs(self) -> None:
         if self.cfg.labels != GROUND_TRUTH:
             check_label_shards(self.ds, self.cfg.labels, self.positions)
-        self.skipped: set[str] = set()  # frames without usable points: warned about once each, counted in the summary
-        self.cscs_round = None
 
     def num_steps_per_epoch(self) -> int:
         return math.ceil(sum(self.ds.manifest.shards[p].frames for p in self.positions) / self.cfg.frames_per_step)

@@ -15,6 +15,7 @@ epoch reads before it (``cscs_exchange.CSCSRoundHook``). New methods are hooks o
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import logging
@@ -47,13 +48,15 @@ class Hook:
         """After the epoch's last step, before its checkpoint."""
 
 
-class Trainer:
-    """See the module docstring. ``kind`` names the run (``run.json``, the progress bar, error messages)."""
+class Trainer(abc.ABC):
+    """See the module docstring. ``kind`` names the run (``run.json``, the progress bar, error messages).
+    A subclass that leaves out one of the abstract methods fails at construction, naming it."""
 
     kind = "train"
 
     def __init__(self, data: Path | str, out: Path | str, cfg: Any, hooks: Iterable[Hook] = ()):
         self.data, self.run, self.cfg = Path(data), Path(out), cfg
+        self.cscs_round: int | None = None  # the other modality's round this epoch reads (``CSCSRoundHook``)
         self.dist, self.device, self.ds, self.positions = self.setup()
         self.check_inputs()  # before anything is written to ``out``
         self.steps_per_epoch = max(1, self.num_steps_per_epoch())
@@ -78,14 +81,17 @@ class Trainer:
     def check_inputs(self) -> None:
         """Raise on inputs that cannot train (missing labels, bad checksums)."""
 
+    @abc.abstractmethod
     def num_steps_per_epoch(self) -> int:
-        raise NotImplementedError
+        """Steps an epoch would take over this rank's shards (before ``max_steps_per_epoch``)."""
 
+    @abc.abstractmethod
     def build_model(self) -> torch.nn.Module:
-        raise NotImplementedError
+        """The student; in training mode ``model(...)`` returns its weighted losses."""
 
+    @abc.abstractmethod
     def build_optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
-        raise NotImplementedError
+        """(optimizer over ``self.model``, scheduler stepped once per step over ``self.total_steps``)."""
 
     def initial_state(self) -> dict:
         return {}
@@ -93,11 +99,13 @@ class Trainer:
     def default_hooks(self) -> list[Hook]:
         return []
 
+    @abc.abstractmethod
     def batches(self, epoch: int) -> Iterator:
-        raise NotImplementedError
+        """The epoch's batches, the same each time for a given (seed, epoch): a resumed epoch replays them."""
 
+    @abc.abstractmethod
     def run_step(self, batch) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """Forward one batch in training mode: {loss name: weighted scalar tensor}; the trainer sums them."""
 
     def describe(self, batch) -> str:
         """Appended to a non-finite-loss error, e.g. the batch's frame ids."""

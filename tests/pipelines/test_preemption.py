@@ -64,6 +64,16 @@ class _Toy(Trainer):
         return {"loss_mse": ((self.model(x) - y) ** 2).mean()}
 
 
+def test_a_trainer_without_run_step_fails_at_construction_naming_it(tmp_path):
+    class NoStep(Trainer):  # everything but the forward pass
+        setup, num_steps_per_epoch = _Toy.setup, _Toy.num_steps_per_epoch
+        build_model, build_optimizer, batches = _Toy.build_model, _Toy.build_optimizer, _Toy.batches
+
+    with pytest.raises(TypeError, match="run_step"):
+        NoStep(tmp_path / "run", tmp_path / "run", _Cfg())
+    assert not (tmp_path / "run").exists()
+
+
 @dataclass(frozen=True)
 class _Cfg:
     epochs: int = 3
