@@ -150,12 +150,12 @@ def main(argv=None) -> int:
 
     # 2) the calls exactly as the pipeline makes them (plain + exclusive pass each)
     pipeline = {}
-    for name, calls in (("spg_from_frame", spg_calls), ("ccl_frame", ccl_calls)):
+    for name, calls in (("spg_frame", spg_calls), ("ccl_frame", ccl_calls)):
         t_calls = [_timed(lambda a=a, kw=kw: ccl.largest_component_per_box(*a, **kw), args.repeat)[0]
                    for a, kw in calls]
         pipeline[name] = {"ccl_calls": len(calls), "ccl_calls_ms": [round(1e3 * t, 3) for t in t_calls],
                           "ccl_total_ms": round(1e3 * sum(t_calls), 3)}
-    pipeline["spg_from_frame"]["end_to_end_ms"] = round(1e3 * _timed(
+    pipeline["spg_frame"]["end_to_end_ms"] = round(1e3 * _timed(
         lambda: spg_frame(frame.points, frame.boxes2d, sizes, cfg, frame.range_image_shape), args.repeat)[0], 3)
     pipeline["ccl_frame"]["end_to_end_ms"] = round(1e3 * _timed(
         lambda: ccl_frame(frame.points, frame.boxes2d, sizes, cfg), args.repeat)[0], 3)
