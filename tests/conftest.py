@@ -97,3 +97,29 @@ def labelled(tiny_dataset, tmp_path):
     shutil.copytree(tiny_dataset, out)
     run_stages(out, ["spg"], show_progress=False)
     return out
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """numba starts its threads once, at the first parallel call, and raises in whichever later test compiles
+    something if ``NUMBA_NUM_THREADS`` then differs: an in-process change (``monkeypatch.setenv``, an
+    ``os.environ`` write) fails far from its cause. This check fails the test that made it instead; child
+    processes get theirs through ``env=``."""
+    import os
+
+    before = os.environ.get("NUMBA_NUM_THREADS")
+    result = yield
+    after = os.environ.get("NUMBA_NUM_THREADS")
+    assert after == before == item.session.config.stash.get(_NUMBA_ENV, before), (
+        f"{item.nodeid} set NUMBA_NUM_THREADS in this process ({before!r} -> {after!r}, session started with "
+        f"{item.session.config.stash.get(_NUMBA_ENV, None)!r}); pass it to child processes with env= instead")
+    return result
+
+
+_NUMBA_ENV = pytest.StashKey[object]()
+
+
+def pytest_configure(config):
+    import os
+
+    config.stash[_NUMBA_ENV] = os.environ.get("NUMBA_NUM_THREADS")

@@ -112,7 +112,9 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "host": platform.node(), "torch": torch.__version__,
-            "python": platform.python_version(), "load_avg_start": list(os.getloadavg())}
+            "python": platform.python_version(), "load_avg_start": list(os.getloadavg()),
+            # the vector kernels torch dispatches to: AVX512 and AVX2 machines differ in the last bits
+            "simd": torch.backends.cpu.get_cpu_capability()}
 
 
 def _die_with_parent() -> None:
@@ -131,13 +133,17 @@ def _die_with_parent() -> None:
 
 
 def _init_worker(in_pool: bool = False) -> None:
-    if in_pool:
-        _die_with_parent()
-    # one thread per run: spconv's CPU path slows down with OpenMP teams on a shared 2-core machine
-    os.environ["NUMBA_NUM_THREADS"] = "1"
+    import numba
     import torch
 
+    if in_pool:
+        _die_with_parent()
+        # a fresh process: numba has not started its threads yet, so the environment still decides their
+        # number. In the calling process it must not change: numba refuses a new value once they run.
+        os.environ["NUMBA_NUM_THREADS"] = "1"
+    # one thread per run: spconv's CPU path slows down with OpenMP teams on a shared 2-core machine
     torch.set_num_threads(1)
+    numba.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
 
 
@@ -147,12 +153,15 @@ def run_parallel(fn: Callable[..., dict], jobs: list[dict], parallel: int) -> li
     if parallel <= 1:
         import torch
 
-        threads = torch.get_num_threads()
+        import numba
+
+        threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
         _init_worker()
         try:
             return [fn(**job) for job in jobs]
         finally:
             torch.set_num_threads(threads)
+            numba.set_num_threads(numba_threads)
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=parallel, mp_context=ctx, initializer=_init_worker,
                                 initargs=(True,)) as pool:

@@ -49,9 +49,13 @@ def pick_device(dist_info: DistInfo, device: str | None = None) -> torch.device:
 
 def use_cpu_threads(device: torch.device, n: int) -> None:
     """A run's own CPU thread count (its ``cpu_threads``) for everything that runs its model: spconv's CPU path
-    is slower with more OpenMP threads, and one thread keeps CPU results bitwise reproducible."""
+    is slower with more OpenMP threads, and one thread keeps CPU results bitwise reproducible. numba's
+    kernels (RSC's DCS) get as many, up to the number its pool was started with (``NUMBA_NUM_THREADS``)."""
     if device.type == "cpu":
+        import numba
+
         torch.set_num_threads(n)
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
 
 
 # ------------------------------------------------------------------------- preemption and collectives

@@ -55,14 +55,29 @@ def compute(tmp: Path) -> dict:
     return {"shards": shards, "metrics_3d": _metrics(tmp / "run3d"), "metrics_2d": _metrics(tmp / "run2d")}
 
 
+def platform_of(pins: dict, now: dict) -> dict | None:
+    """The pinned platform whose frame shards ``now`` reproduces: frames come from the renderer alone, so
+    they tell which floating-point platform the label and metric pins must be compared with."""
+    frames = {k: v for k, v in now["shards"].items() if k.startswith("frames/")}
+    return next((p for p in pins["platforms"]
+                 if {k: v for k, v in p["shards"].items() if k.startswith("frames/")} == frames), None)
+
+
 if __name__ == "__main__":
+    # python tests/golden/pins.py COMMIT: adds (or replaces) this platform's entry. Run it from a checkout of
+    # the pinned code (commit 6751b83 has the pre-refactor code with this script's first version), so that the
+    # new entry pins what that code writes here, not what today's code writes.
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        pins = compute(Path(d))
+        entry = compute(Path(d))
     from mwsis.pipelines.experiments.harness import machine
 
-    pins["recorded_on"] = machine()
-    pins["commit"] = sys.argv[1] if len(sys.argv) > 1 else None
+    entry["recorded_on"] = machine()
+    entry["commit"] = sys.argv[1] if len(sys.argv) > 1 else None
+    pins = json.loads(PINS.read_text()) if PINS.exists() else {"platforms": []}
+    same = platform_of(pins, entry)
+    pins["platforms"] = [p for p in pins["platforms"] if p is not same] + [entry]
     PINS.write_text(json.dumps(pins, indent=1) + "\n")
-    print(f"{len(pins['shards'])} shards, {len(pins['metrics_3d'])} + {len(pins['metrics_2d'])} metric rows -> {PINS}")
+    print(f"{len(entry['shards'])} shards, {len(entry['metrics_3d'])} + {len(entry['metrics_2d'])} metric rows "
+          f"-> {PINS} ({len(pins['platforms'])} platforms)")

@@ -25,7 +25,6 @@ def cluster(slurm_cluster, monkeypatch):
     for k, v in slurm_cluster.env.items():  # our sbatch/scontrol calls and the job's own see the test cluster
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
     return slurm_cluster
 
 
