@@ -8,13 +8,16 @@ A config is a frozen dataclass whose defaults are the paper's values. Values are
 with the package) or a path. A config file has one section per command family::
 
     preset: waymo          # optional: start from this preset's values
+    points: {...}          # which LiDAR points: read by every command that has a point set (PointSetConfig)
     stages: {spg: {...}, sam: {...}, pvc: {...}}     # mwsis stage / pseudolabels  (StagesConfig)
     train3d: {...}                                    # mwsis train-3d               (Train3DConfig)
     train2d: {...}                                    # mwsis train-2d               (Train2DConfig)
     experiment: {...}                                 # make experiment-3d/-2d      (ExperimentConfig)
 
 A file without any of these keys is the command's section itself ("flat", e.g. ``configs/train3d-tiny.yaml``),
-so trainer YAMLs written before presets existed keep working. Every key is checked against the dataclass:
+so trainer YAMLs written before presets existed keep working. ``points`` is shared: the stages, the 3D
+trainer, prediction and evaluation read the one section (a section's own ``points:`` overrides it), so the
+points labelled are the points trained on and scored. Every key is checked against the dataclass:
 an unknown one is an error that names the key and the file (or ``--set``). This module imports neither
 torch nor the trainers until a trainer section is asked for, so the stage workers stay light.
 """
@@ -40,6 +43,12 @@ SECTIONS = {
     "experiment": ("mwsis.pipelines.experiments.harness", "ExperimentConfig"),  # make experiment-3d / experiment-2d
 }
 META_KEYS = ("preset",)
+#: top-level sections every command section with a field of that name reads (below its own values)
+SHARED = ("points",)
+#: keys that moved: configs, ``--set`` and the configs recorded in label shards and runs before the move keep
+#: resolving (the point set was part of ``spg`` before ``PointSetConfig``)
+MOVED = {"spg.point_range": "points.point_range", "spg.drop_nlz": "points.drop_nlz",
+         "spg.need_camera": "points.need_camera"}
 
 
 class ConfigError(ValueError):
@@ -101,10 +110,27 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], _prefix: str = "") -> A
         else:
             try:
                 value = _coerce(check_field(type(cfg), head, value, full), current)
+                cfg = dataclasses.replace(cfg, **{head: value})
             except ConfigValueError as e:
                 raise ConfigError(str(e)) from None
-            cfg = dataclasses.replace(cfg, **{head: value})
+            except ValueError as e:  # a rule across fields (the dataclass's __post_init__)
+                raise ConfigError(f"key {full!r}: {e}") from None
     return cfg
+
+
+def moved_keys(flat: dict[str, Any], cls: type) -> dict[str, Any]:
+    """``flat`` ({dotted key: value}) with the keys of ``MOVED`` renamed, for a ``cls`` that has the new
+    place. A value given at both places must agree."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = dict(flat)
+    for old, new in MOVED.items():
+        if old in out and new.split(".")[0] in names:
+            value = out.pop(old)
+            if new in out and out[new] != value:
+                raise ConfigError(f"key {old!r} (now {new!r}) is given twice with different values: "
+                                  f"{value!r} and {out[new]!r}")
+            out[new] = value
+    return out
 
 
 def flatten_dict(d: dict, prefix: str = "") -> dict:
@@ -173,11 +199,13 @@ def _read_yaml(path: Path) -> dict:
 
 
 def is_sectioned(data: dict) -> bool:
-    return any(k in SECTIONS or k in META_KEYS for k in data)
+    return any(k in SECTIONS or k in META_KEYS or k in SHARED for k in data)
 
 
-def config_layers(spec: str | Path, section: str | None, _seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
-    """(file, values of ``section``) in precedence order: the named preset chain first, the file last.
+def config_layers(spec: str | Path, section: str | None,
+                  _seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict, str | None]]:
+    """(file, values, shared section or None) in precedence order: the named preset chain first, the file
+    last; within a file the ``SHARED`` sections (as ``{name: values}``) before ``section``'s own values.
 
     ``section`` None (a class outside the registry) reads the file as flat.
     """
@@ -186,18 +214,22 @@ def config_layers(spec: str | Path, section: str | None, _seen: tuple[Path, ...]
         raise ConfigError(f"{path}: 'preset:' chain loops back ({' -> '.join(map(str, _seen))})")
     data = _read_yaml(path)
     if section is None or not is_sectioned(data):
-        return [(path, data)]
-    unknown = [k for k in data if k not in SECTIONS and k not in META_KEYS]
+        return [(path, data, None)]
+    unknown = [k for k in data if k not in SECTIONS and k not in META_KEYS and k not in SHARED]
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r} (a config file has the keys "
-                          f"{', '.join([*META_KEYS, *SECTIONS])}, or is one section's fields alone)")
+                          f"{', '.join([*META_KEYS, *SHARED, *SECTIONS])}, or is one section's fields alone)")
     layers = []
     if data.get("preset") is not None:
         layers += config_layers(str(data["preset"]), section, (*_seen, path.resolve()))
-    values = data.get(section) or {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: section {section!r} must be a mapping, not {type(values).__name__}")
-    layers.append((path, values))
+    for name in (*(s for s in SHARED if s != section), section):  # shared sections first: the own one wins
+        values = data.get(name) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: section {name!r} must be a mapping, not {type(values).__name__}")
+        if name == section:
+            layers.append((path, values, None))
+        elif values:
+            layers.append((path, {name: values}, name))
     return layers
 
 
@@ -206,15 +238,18 @@ def load_config(cls: type, config: str | Path | None = None, sets: list[str] | t
     """Defaults of ``cls`` <- ``config`` (preset name or path; its ``section``, default the one ``cls`` is read
     from) <- ``sets`` ("a.b=value", values parsed as YAML). Errors name the file or --set and the key."""
     cfg = cls()
+    names = {f.name for f in dataclasses.fields(cls)}
     if config is not None:
-        for path, values in config_layers(config, section or section_of(cls)):
+        for path, values, shared in config_layers(config, section or section_of(cls)):
+            if shared and shared not in names:
+                continue  # a shared section this command has no use for (train2d and points)
             try:
-                cfg = apply_overrides(cfg, flatten_dict(values))
+                cfg = apply_overrides(cfg, moved_keys(flatten_dict(values), cls))
             except ConfigError as e:
                 where = f"section '{section or section_of(cls)}'" if is_sectioned(_read_yaml(path)) else "flat file"
                 raise ConfigError(f"{path} ({where}): {e}") from e
     try:
-        return apply_overrides(cfg, parse_sets(sets))
+        return apply_overrides(cfg, moved_keys(parse_sets(sets), cls))
     except ConfigError as e:
         raise ConfigError(e.args[0] if str(e).startswith("--set") else f"--set: {e}") from e
 

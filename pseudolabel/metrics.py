@@ -133,12 +133,3 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two boolean masks of one shape (any shape); NaN when both are empty."""
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else float("nan")
-
-
-def evaluated_points(laser_id: np.ndarray, cam_id: np.ndarray, xyz: np.ndarray, point_range=None) -> np.ndarray:
-    """(N,) bool: the authors' evaluation point set: TOP LiDAR, both returns, strictly inside ``point_range``
-    (default [-80,-80,-2,80,80,4]; the labels' own range, e.g. the KITTI preset's), projecting into at least
-    one camera (method.md §11) -- ``spg.eligible_mask`` without the NLZ filter."""
-    from .spg import POINT_RANGE, eligible_mask
-
-    return eligible_mask(xyz, laser_id, cam_id, point_range=POINT_RANGE if point_range is None else point_range)

@@ -14,7 +14,8 @@ import numpy as np
 
 from ..data.frame import Boxes2D, Camera, Points
 from .frustum import Claims
-from .spg import SPGConfig, ccl_labels, frame_eligible
+from .points import PointSetConfig
+from .spg import PAPER_POINTS, SPGConfig, ccl_labels
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def sam_predictor(cfg: SAMConfig):
 
 
 def sam_frame(points: Points, boxes2d: Boxes2D, cameras: list[Camera], predictor, cfg: SPGConfig = SPGConfig(),
-              batch_size: int = 64) -> SAMFrameLabels:
+              batch_size: int = 64, point_set: PointSetConfig = PAPER_POINTS) -> SAMFrameLabels:
     """SAM labels of one frame.
 
     Args:
@@ -55,13 +56,14 @@ def sam_frame(points: Points, boxes2d: Boxes2D, cameras: list[Camera], predictor
         boxes2d: its K 2D boxes.
         cameras: its cameras, images loaded.
         predictor: from ``sam_predictor``.
-        cfg: which points are labelled (``frame_eligible``) and the CCL radii of Eq. 4.
+        cfg: the CCL radii and overlap rules of Eq. 4.
         batch_size: boxes per SAM call.
+        point_set: which points are labelled.
     """
     from .sam_prompt import lift_masks_to_points, masks_to_rle, segment_boxes
 
     cam_ids, box_idx, scores, rles, point_l, box_l = [], [], [], [], [], []
-    eligible = frame_eligible(points, cfg)
+    eligible = point_set.eligible(points)
     for cam in cameras:
         idx = np.flatnonzero(boxes2d.camera_id == cam.camera_id)
         if not len(idx):

@@ -2,8 +2,8 @@
 
 Pipeline per frame (paper Fig. 4; authors' code spec ``method.md`` §4):
 
-1. Eligible points: TOP LiDAR, at least one camera projection, strictly inside the range
-   ``[-80, -80, -2, 80, 80, 4]`` (mmdet3d ``in_range_3d``), and (our choice, the authors' converter drops
+1. Eligible points (:mod:`.points`, ``PointSetConfig``): TOP LiDAR, at least one camera projection, strictly
+   inside the range ``[-80, -80, -2, 80, 80, 4]`` (mmdet3d ``in_range_3d``), and (the authors' converter drops
    them) outside Waymo's no-label zone. Others get semantic IGNORE and instance 0.
 2. Frustum association (:mod:`.frustum`): every (point, box) pair.
 3. DCS ring segments (:mod:`.dcs`) over the eligible points (the authors' training loader; ``dcs_points``
@@ -50,18 +50,19 @@ from ..data.frame import BACKGROUND, IGNORE, TOP_LIDAR, Boxes2D, Points
 from .ccl import CCL_RADII, largest_component_per_box
 from .dcs import point_segments, range_image, ring_segments
 from .frustum import Claims, associate
+from .points import PointSetConfig, in_range
 
-__all__ = ["SPGConfig", "eligible_mask", "segment_refinement", "resolve_overlaps", "spg_labels", "ccl_labels",
+__all__ = ["SPGConfig", "segment_refinement", "resolve_overlaps", "spg_labels", "ccl_labels",
            "spg_frame", "ccl_frame", "frame_claims", "frame_segments", "frustum_frame"]
 
-POINT_RANGE = (-80.0, -80.0, -2.0, 80.0, 80.0, 4.0)
+PAPER_POINTS = PointSetConfig()  # the paper's point set: the default of every frame function
 
 
 @dataclass(frozen=True)
 class SPGConfig:
-    """SPG (MWSIS §3.3, Eq. 3-4) and the point set pseudo labels are made for: Eq. 3 thresholds, the CCL radii of
-    Eq. 4, the DCS settings (Appendix A.1) and eligibility (range, NLZ, camera). Paper values by default;
-    ``SPGConfig.authors()`` gives the authors' code where it differs (method.md §1).
+    """SPG (MWSIS §3.3, Eq. 3-4): Eq. 3 thresholds, the CCL radii of Eq. 4 and the DCS settings (Appendix A.1).
+    Which points are labelled is ``points.PointSetConfig``. Paper values by default; ``SPGConfig.authors()``
+    gives the authors' code where it differs (method.md §1).
     """
     fg_thresh: float = field(default=0.1, metadata={"range": (0.0, 1.0)})  # Eq. 3: prop < 0.1 -> foreground (authors' code: 0.05)
     bg_thresh: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # Eq. 3: prop > 0.5 -> background
@@ -74,8 +75,6 @@ class SPGConfig:
     dcs_window_min: float = field(default=12.0, metadata={"range": (1.0, None)})
     dcs_window_max: float = field(default=50.0, metadata={"range": (1.0, None)})
     dcs_points: Literal["eligible", "in_range", "top"] = "eligible"  # "eligible" (authors' loader) | "in_range" (their offline tool) | "top"
-    point_range: tuple[float, ...] = field(default=POINT_RANGE, metadata={"length": 6})  # strict inequalities, as mmdet3d in_range_3d
-    drop_nlz: bool = True  # the authors' converter drops no-label-zone points altogether
     exclusive: bool = True  # ours: boxes take clusters in turn, largest cluster first (authors: False)
     overlap: Literal["last", "nearest"] = "last"  # points kept by several boxes: "last" (authors) | "nearest" (range-based)
 
@@ -87,27 +86,6 @@ class SPGConfig:
     def dcs_kwargs(self) -> dict:
         return dict(variant=self.dcs_variant, rel_thresh=self.dcs_rel_thresh, window_scale=self.dcs_window_scale,
                     window_min=self.dcs_window_min, window_max=self.dcs_window_max)
-
-
-def in_range(xyz: np.ndarray, point_range=POINT_RANGE) -> np.ndarray:
-    """(N,) bool: strictly inside ``[x0, y0, z0, x1, y1, z1]`` (NaN coordinates are out)."""
-    xyz = np.asarray(xyz)
-    ok = np.ones(xyz.shape[0], bool)
-    for d in range(3):  # column by column: much faster than a broadcast (N, 3) comparison + all()
-        c = xyz[:, d]
-        ok &= (c > point_range[d]) & (c < point_range[d + 3])
-    return ok
-
-
-def eligible_mask(xyz: np.ndarray, laser_id: np.ndarray, cam_id: np.ndarray, nlz: np.ndarray | None = None,
-                  point_range=POINT_RANGE, need_camera: bool = True) -> np.ndarray:
-    """(N,) bool: TOP lidar, in range, (optionally) projecting into a camera, not in a no-label zone."""
-    ok = (np.asarray(laser_id) == TOP_LIDAR) & in_range(np.asarray(xyz), point_range)
-    if need_camera:
-        ok &= (np.asarray(cam_id).reshape(-1, 2) > 0).any(axis=1)
-    if nlz is not None:
-        ok &= ~np.asarray(nlz, bool)
-    return ok
 
 
 def segment_refinement(segment_id: np.ndarray, in_any_box: np.ndarray, fg_thresh: float = 0.1,
@@ -245,26 +223,22 @@ def frame_claims(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tup
     return associate(points.cam_id, points.cam_uv, cams, boxes2d.xyxy, wh, valid=eligible)
 
 
-def frame_eligible(points: Points, cfg: SPGConfig) -> np.ndarray:
-    """The points pseudo labels are made for (and the 3D model trains on): ``eligible_mask`` with ``cfg``."""
-    return eligible_mask(points.xyz, points.laser_id, points.cam_id, points.nlz if cfg.drop_nlz else None,
-                         cfg.point_range)
-
-
 def frame_segments(points: Points, cfg: SPGConfig = SPGConfig(),
-                   range_image_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """DCS ring-segment id per point (int32 (N,), -1 outside the DCS point set ``cfg.dcs_points``).
+                   range_image_shape: tuple[int, int] | None = None,
+                   point_set: PointSetConfig = PAPER_POINTS) -> np.ndarray:
+    """DCS ring-segment id per point (int32 (N,), -1 outside the DCS point set ``cfg.dcs_points``: the
+    ``point_set``'s eligible points, or its range and NLZ filter alone, or every TOP point).
 
     range_image_shape: (M, W) of the TOP range image (``Frame.range_image_shape``); inferred from the
     points when omitted, which is fine for the authors' DCS but may cut the wrap-around of "union_find".
     """
     if cfg.dcs_points == "eligible":
-        dcs_set = frame_eligible(points, cfg)
+        dcs_set = point_set.eligible(points)
     elif cfg.dcs_points in ("in_range", "top"):
         dcs_set = points.laser_id == TOP_LIDAR
         if cfg.dcs_points == "in_range":
-            dcs_set = dcs_set & in_range(points.xyz, cfg.point_range)
-        if cfg.drop_nlz:
+            dcs_set = dcs_set & in_range(points.xyz, point_set.point_range)
+        if point_set.drop_nlz:
             dcs_set = dcs_set & ~points.nlz
     else:
         raise ValueError(f"dcs_points must be 'eligible', 'in_range' or 'top', got {cfg.dcs_points!r}")
@@ -280,14 +254,15 @@ def frame_segments(points: Points, cfg: SPGConfig = SPGConfig(),
 
 def spg_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tuple[int, int]],
               cfg: SPGConfig = SPGConfig(), range_image_shape: tuple[int, int] | None = None,
-              segment_id: np.ndarray | None = None):
-    """SPG on one frame -> (semantic int8 (N,), instance int32 (N,), segment_id int32 (N,)), N = all points.
+              segment_id: np.ndarray | None = None, point_set: PointSetConfig = PAPER_POINTS):
+    """SPG on one frame -> (semantic int8 (N,), instance int32 (N,), segment_id int32 (N,)), N = all points;
+    points outside ``point_set`` are ignored (-1, instance 0).
 
     ``segment_id`` (from ``frame_segments``, e.g. the ``dcs`` stage's output) is computed when omitted.
     """
     if segment_id is None:
-        segment_id = frame_segments(points, cfg, range_image_shape)
-    eligible = frame_eligible(points, cfg)
+        segment_id = frame_segments(points, cfg, range_image_shape, point_set)
+    eligible = point_set.eligible(points)
     claims = frame_claims(points, boxes2d, image_sizes, eligible)
     semantic, instance = spg_labels(points.xyz, segment_id, claims, boxes2d.class_id, eligible, points.range, cfg,
                                     box_owner=boxes2d.object_id)
@@ -295,13 +270,13 @@ def spg_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tuple[
 
 
 def frustum_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tuple[int, int]],
-                  cfg: SPGConfig = SPGConfig()):
+                  cfg: SPGConfig = SPGConfig(), point_set: PointSetConfig = PAPER_POINTS):
     """Raw frustum labels (paper Tab. 4, first "2D Box" row): every point in a box takes that box's class.
 
     A point in several boxes takes the highest box index (the authors' "last box wins"); eligible points
     in no box are background, non-eligible ones ignored.
     """
-    eligible = frame_eligible(points, cfg)
+    eligible = point_set.eligible(points)
     claims = frame_claims(points, boxes2d, image_sizes, eligible)
     semantic = np.where(eligible, BACKGROUND, IGNORE).astype(np.int8)
     instance = np.zeros(len(points), np.int32)
@@ -314,8 +289,8 @@ def frustum_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tu
 
 
 def ccl_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tuple[int, int]],
-              cfg: SPGConfig = SPGConfig()):
-    """The CCL baseline on one frame -> (semantic, instance)."""
-    eligible = frame_eligible(points, cfg)
+              cfg: SPGConfig = SPGConfig(), point_set: PointSetConfig = PAPER_POINTS):
+    """The CCL baseline on one frame -> (semantic, instance); ``cfg``'s radii and overlap rules."""
+    eligible = point_set.eligible(points)
     claims = frame_claims(points, boxes2d, image_sizes, eligible)
     return ccl_labels(points.xyz, claims, boxes2d.class_id, eligible, points.range, cfg, box_owner=boxes2d.object_id)

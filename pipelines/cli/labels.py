@@ -121,7 +121,7 @@ def pseudolabels_cmd(data, stages, workers, force, do_eval, verify, config, sets
     if do_eval and not any(r.status == "failed" for r in results):
         from ..labels.evaluate import evaluate_labels, format_table
 
-        res = evaluate_labels(data, variants=True, spg=cfg.spg)
+        res = evaluate_labels(data, variants=True, config=cfg)
         if res["frames"]:
             click.echo(format_table(res))
     _report(results)
@@ -136,16 +136,16 @@ def pseudolabels_cmd(data, stages, workers, force, do_eval, verify, config, sets
               help="Also score SPG variants computed in memory: paper vs authors' thresholds and overlap rule, "
                    "authors' vs union-find DCS.")
 @click.option("--config", default=None, metavar="PRESET|PATH",
-              help="The config the labels were made with (its 'stages' section): the evaluated point range and "
-                   "the base of the SPG variants. Default: the config recorded in the spg label shards.")
+              help="The config the labels were made with (its 'points' and 'stages' sections): the evaluated point "
+                   "set and the base of the SPG variants. Default: the config recorded in the spg label shards.")
 @_set_option
 def eval_labels_cmd(data, stages, json_path, variants, config, sets):
     """Score each stage's pseudo labels against ground truth (point IoU/mIoU, instance AP, SAM mask IoU)."""
     from ...data.store import write_bytes_atomic
     from ..labels.evaluate import evaluate_labels, format_table
 
-    spg = stage_configs(config, sets, None).spg if config or sets else None
-    res = evaluate_labels(data, [s for s in stages.split(",")] if stages else None, variants=variants, spg=spg)
+    cfg = stage_configs(config, sets, None) if config or sets else None
+    res = evaluate_labels(data, [s for s in stages.split(",")] if stages else None, variants=variants, config=cfg)
     if not res["frames"]:
         raise click.ClickException(f"{data}: no frame has per-point ground truth; nothing to evaluate")
     click.echo(format_table(res))

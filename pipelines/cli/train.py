@@ -95,7 +95,7 @@ def predict_3d_cmd(run, data, rnd):
     device = pick_device(init_distributed())
     model, cfg = load_teacher(run, device)
     use_cpu_threads(device, cfg.cpu_threads)
-    export_predictions(data, model, cfg.infer, rnd, device, info=_prediction_info(run, rnd, cfg), spg_cfg=cfg.spg)
+    export_predictions(data, model, cfg.infer, rnd, device, info=_prediction_info(run, rnd, cfg), points=cfg.points)
 
 
 @click.command("eval-3d")
@@ -117,7 +117,7 @@ def eval_3d_cmd(run, data, rsc, min_points, json_path):
     model, cfg = load_teacher(run, device)
     use_cpu_threads(device, cfg.cpu_threads)
     infer = dataclasses.replace(cfg.infer, min_points=max(min_points, 1))
-    res = evaluate_3d(model, data, infer, device, rsc=rsc, spg_cfg=cfg.spg)
+    res = evaluate_3d(model, data, infer, device, rsc=rsc, points=cfg.points, spg=cfg.spg)
     if not res["frames"]:
         raise click.ClickException(f"{data}: no frame has per-point ground truth")
     _json_out(res, json_path)

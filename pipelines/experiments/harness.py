@@ -236,13 +236,13 @@ def _eval3d_models(run: Path, val: Path, rsc: bool) -> dict:
 
     device = torch.device("cpu")
     teacher, cfg = load_teacher(run, device)
-    out = {"teacher": evaluate_3d(teacher, val, cfg.infer, device, show_progress=False, spg_cfg=cfg.spg)}
+    sets = {"points": cfg.points, "spg": cfg.spg, "show_progress": False}
+    out = {"teacher": evaluate_3d(teacher, val, cfg.infer, device, **sets)}
     student = VoteSegmentor(cfg.model)
     student.load_state_dict(load_checkpoint(latest_checkpoint(run), device)["model"])
-    out["student"] = evaluate_3d(student, val, cfg.infer, device, show_progress=False, spg_cfg=cfg.spg)
+    out["student"] = evaluate_3d(student, val, cfg.infer, device, **sets)
     if rsc:
-        out["teacher_rsc"] = evaluate_3d(teacher, val, cfg.infer, device, rsc=True, show_progress=False,
-                                         spg_cfg=cfg.spg)
+        out["teacher_rsc"] = evaluate_3d(teacher, val, cfg.infer, device, rsc=True, **sets)
     return out
 
 

@@ -9,8 +9,7 @@ import numpy as np
 from ...data.frame import CLASS_NAMES, NUM_CLASSES
 from ...data.label_store import LabelShard, stages_with_labels
 from ...data.store import Dataset, StoreError, open_dataset
-from ...pseudolabel.metrics import (InstanceAP, confusion_matrix, evaluated_points, instances_from_labels,
-                                   iou_from_confusion, mask_iou)
+from ...pseudolabel.metrics import InstanceAP, confusion_matrix, instances_from_labels, iou_from_confusion, mask_iou
 from ..progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -76,18 +75,18 @@ SPG_VARIANTS = {
 }
 
 
-def _variant_labels(frame, spg):
-    """The ``dcs`` and ``spg`` stages' own frame functions, with the variant's config."""
+def _variant_labels(frame, config):
+    """The ``dcs`` and ``spg`` stages' own frame functions, with the variant's config (a ``StagesConfig``)."""
     from .stages import STAGES
 
-    cfg = {"spg": spg}
+    cfg = config.sections(STAGES["spg"].sections)
     dcs = STAGES["dcs"].label_frame(frame, {}, cfg, None)
     labels = STAGES["spg"].label_frame(frame, {"dcs": dcs}, cfg, None)
     return labels.semantic, labels.instance
 
 
-def recorded_spg_config(ds: Dataset):
-    """The SPG config the dataset's ``spg`` labels were made with (recorded in their shards), else None."""
+def recorded_stages_config(ds: Dataset):
+    """The ``StagesConfig`` the dataset's ``spg`` labels were made with (recorded in their shards), else None."""
     from .stages import StagesConfig
 
     for info in ds.manifest.shards:
@@ -96,26 +95,27 @@ def recorded_spg_config(ds: Dataset):
         except StoreError:
             continue
         if recorded:
-            return StagesConfig.resolve(recorded).spg
+            return StagesConfig.resolve(recorded)
     return None
 
 
 def evaluate_labels(ds: Dataset | str, stages: list[str] | None = None, show_progress: bool = True,
-                    variants: bool = False, spg=None) -> dict:
+                    variants: bool = False, config=None) -> dict:
     """Score every stage with per-point labels against the ground truth. JSON-ready dict.
 
-    ``spg``: the ``SPGConfig`` the labels were made with (default: the one recorded in the ``spg`` label
-    shards, else the paper's). Its point range is the evaluated point set, and ``variants`` (SPG computed in
-    memory with each of ``SPG_VARIANTS`` on top of it) start from it, so ``spg[paper]`` equals the stored
-    ``spg`` row whatever config made them (e.g. ``--config kitti``).
+    ``config``: the ``StagesConfig`` the labels were made with (default: the one recorded in the ``spg``
+    label shards, else the paper's). Its ``points`` give the evaluated point set (``evaluated``: the labelled
+    set with NLZ points kept), and ``variants`` (SPG computed in memory with each of ``SPG_VARIANTS`` on top
+    of its ``spg``) start from it, so ``spg[paper]`` equals the stored ``spg`` row whatever config made them
+    (e.g. ``--config kitti``).
     """
     from dataclasses import replace
 
-    from ...pseudolabel.spg import SPGConfig
+    from .stages import StagesConfig
 
     ds = open_dataset(ds) if not isinstance(ds, Dataset) else ds
-    spg = spg or recorded_spg_config(ds) or SPGConfig()
-    variant_cfgs = {v: replace(spg, **o) for v, o in SPG_VARIANTS.items()}
+    config = config or recorded_stages_config(ds) or StagesConfig()
+    variant_cfgs = {v: replace(config, spg=replace(config.spg, **o)) for v, o in SPG_VARIANTS.items()}
     stages = stages or stages_with_labels(ds)
     scores = {s: _StageScore() for s in stages}
     if variants:
@@ -129,7 +129,7 @@ def evaluate_labels(ds: Dataset | str, stages: list[str] | None = None, show_pro
                 if frame.gt.point_semantic is None or frame.gt.point_instance is None:
                     continue
                 frames += 1
-                keep = evaluated_points(frame.points.laser_id, frame.points.cam_id, frame.points.xyz, spg.point_range)
+                keep = config.points.evaluated(frame.points)
                 gt_sem = frame.gt.point_semantic[keep]
                 gt_set = instances_from_labels(gt_sem, frame.gt.point_instance[keep], NUM_CLASSES)
                 gt_fg = (gt_sem >= 0) & (gt_sem < NUM_CLASSES)

@@ -9,9 +9,10 @@ to ``FrameLabels``; ``runner.py`` schedules them over shards. Stages and what th
     spg       Eq. 3 on the dcs segments, then Eq. 4            needs dcs  (Tab. 4, "CCL + SPG")
     sam       SAM masks from box prompts, lifted to points, largest CCL cluster per box (Tab. 2/4 "SAM")
 
-Configs are per section of ``StagesConfig``: the 3D stages share ``spg`` (``SPGConfig``: eligibility,
-thresholds, radii, DCS settings), ``sam`` adds ``SAMConfig``, ``pvc`` is ``PVCStageConfig``. Presets and
-``--set`` resolve through ``pipelines/config.py``. A stage's output shard records the sections it uses.
+Configs are per section of ``StagesConfig``: the 3D stages share ``points`` (``PointSetConfig``: which points
+are labelled; the same section the 3D trainer and evaluation read) and ``spg`` (``SPGConfig``: thresholds,
+radii, DCS settings), ``sam`` adds ``SAMConfig``, ``pvc`` is ``PVCStageConfig``. Presets and ``--set``
+resolve through ``pipelines/config.py``. A stage's output shard records the sections it uses.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from ...data.frame import Frame
 from ...data.schema.labels import FrameLabels, LabelMasks
+from ...pseudolabel.points import PointSetConfig
 from ...pseudolabel.pvc import PVCConfig, pvc_vote
 from ...pseudolabel.sam import SAMConfig, sam_frame, sam_predictor
 from ...pseudolabel.spg import SPGConfig, ccl_frame, frame_segments, frustum_frame, spg_frame
@@ -32,7 +34,7 @@ from ...pseudolabel.spg import SPGConfig, ccl_frame, frame_segments, frustum_fra
 class StageSpec:
     name: str
     label_frame: Callable[[Frame, dict, dict, Any], FrameLabels]
-    sections: tuple[str, ...] = ("spg",)
+    sections: tuple[str, ...] = ("points", "spg")
     depends: tuple[str, ...] = ()
     needs_images: bool = False
     setup: Callable[[dict], Any] | None = None  # per process, e.g. load a model once
@@ -61,6 +63,7 @@ class StagesConfig:
     """Every stage's config in one object: the ``stages`` section of a config file (``pipelines/config.py``),
     so ``--set spg.fg_thresh=0.05`` goes through the same ``apply_overrides`` as the trainers' keys."""
 
+    points: PointSetConfig = field(default_factory=PointSetConfig)
     spg: SPGConfig = field(default_factory=SPGConfig)
     sam: SAMConfig = field(default_factory=SAMConfig)
     pvc: PVCStageConfig = field(default_factory=PVCStageConfig)
@@ -69,12 +72,13 @@ class StagesConfig:
     def resolve(cls, overrides: "StagesConfig | dict[str, dict] | None" = None) -> "StagesConfig":
         """The one resolved config of a run: a ``StagesConfig`` as it is, or {section: {field: value}} (a
         config file's ``stages`` section, a shard's recorded config; JSON lists -> tuples) over the defaults."""
-        from ..config import ConfigError, apply_overrides
+        from ..config import ConfigError, apply_overrides, flatten_dict, moved_keys
 
         if isinstance(overrides, StagesConfig):
             return overrides
-        try:
-            return apply_overrides(cls(), {s: v for s, v in (overrides or {}).items() if v})
+        try:  # moved_keys: shards record the point set inside ``spg`` (see ``record``)
+            given = {k: v for k, v in (overrides or {}).items() if v}
+            return apply_overrides(cls(), moved_keys(flatten_dict(given), cls))
         except ConfigError as e:
             raise ValueError(f"stage config: {e}") from e
 
@@ -83,8 +87,18 @@ class StagesConfig:
         return {s: getattr(self, s) for s in names}
 
     def record(self, names: tuple[str, ...]) -> dict[str, dict]:
-        """Those sections as plain JSON values: what a stage's output shard records (the file boundary)."""
-        return json.loads(json.dumps({s: asdict(getattr(self, s)) for s in names}))
+        """Those sections as plain JSON values: what a stage's output shard records (the file boundary).
+
+        The point set is recorded inside ``spg``, where it was before it became a config of its own, so
+        that shards stay byte-identical and current across the move (``need_camera`` only when off: it did
+        not exist then). ``resolve`` reads it back from there (``config.MOVED``)."""
+        rec = {s: asdict(getattr(self, s)) for s in names if s != "points"}
+        if "points" in names:
+            if "spg" not in rec:
+                raise ValueError(f"sections {names}: the point set is recorded inside 'spg', which is missing")
+            rec["spg"].update(point_range=self.points.point_range, drop_nlz=self.points.drop_nlz,
+                              **({} if self.points.need_camera else {"need_camera": False}))
+        return json.loads(json.dumps(rec))
 
 
 def one_instance_per_object(instance: np.ndarray, object_id: np.ndarray) -> np.ndarray:
@@ -104,22 +118,24 @@ def _labels(frame: Frame, sem, inst, **extra) -> FrameLabels:
 
 
 def _frustum(frame, deps, cfg, ctx):
-    return _labels(frame, *frustum_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"]))
+    return _labels(frame, *frustum_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"], cfg["points"]))
 
 
 def _ccl(frame, deps, cfg, ctx):
-    return _labels(frame, *ccl_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"]))
+    return _labels(frame, *ccl_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"], cfg["points"]))
 
 
 def _dcs(frame, deps, cfg, ctx):
-    return FrameLabels(frame.frame_id, segment=frame_segments(frame.points, cfg["spg"], frame.range_image_shape))
+    return FrameLabels(frame.frame_id, segment=frame_segments(frame.points, cfg["spg"], frame.range_image_shape,
+                                                                     cfg["points"]))
 
 
 def _spg(frame, deps, cfg, ctx):
     seg = deps["dcs"].segment
     if seg is None or seg.shape[0] != len(frame.points):
         raise ValueError(f"labels/dcs: segment ids missing or of wrong length for {len(frame.points)} points")
-    sem, inst, _ = spg_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"], segment_id=seg)
+    sem, inst, _ = spg_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"], segment_id=seg,
+                             point_set=cfg["points"])
     return _labels(frame, sem, inst, segment=seg)
 
 
@@ -132,7 +148,8 @@ def _sam_skip(cfg):
 
 
 def _sam(frame, deps, cfg, predictor):
-    r = sam_frame(frame.points, frame.boxes2d, frame.cameras, predictor, cfg["spg"], cfg["sam"].batch_size)
+    r = sam_frame(frame.points, frame.boxes2d, frame.cameras, predictor, cfg["spg"], cfg["sam"].batch_size,
+                  cfg["points"])
     masks2d = LabelMasks(r.camera_id, r.box_index, frame.boxes2d.class_id[r.box_index].astype(np.int8), r.score, r.rles)
     return _labels(frame, r.semantic, r.instance, masks2d=masks2d)
 
@@ -165,7 +182,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
     StageSpec("ccl", _ccl, doc="frustum + largest CCL cluster per box (Eq. 4)"),
     StageSpec("dcs", _dcs, doc="DCS ring-segment ids on the TOP range image"),
     StageSpec("spg", _spg, depends=("dcs",), doc="Eq. 3 ring-segment proportions, then Eq. 4"),
-    StageSpec("sam", _sam, sections=("spg", "sam"), needs_images=True, setup=_sam_setup, skip_reason=_sam_skip,
+    StageSpec("sam", _sam, sections=("points", "spg", "sam"), needs_images=True, setup=_sam_setup, skip_reason=_sam_skip,
               doc="SAM box-prompt masks lifted to points + largest CCL cluster"),
     StageSpec("pvc", _pvc, sections=("pvc",), depends_fn=lambda cfg: (cfg["pvc"].base,), predictions_fn=_pvc_rounds,
               doc="vote over the newest 3D teacher prediction rounds, correcting the base labels"),

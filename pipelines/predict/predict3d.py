@@ -20,6 +20,7 @@ from ...data.prediction_store import write_prediction_shard
 from ...data.store import open_dataset
 from ...pseudolabel.metrics import confusion_matrix, iou_from_confusion
 from ...pseudolabel.point_ap import PointInstanceAP
+from ...pseudolabel.points import PointSetConfig
 from ...pseudolabel.spg import SPGConfig, frame_segments
 from ...train3d.infer import InferConfig, cluster_instances, predict_semantic
 from ...train3d.losses import decode_votes
@@ -43,8 +44,9 @@ def model_outputs(model, sample, device) -> tuple[np.ndarray, np.ndarray]:
 
 def export_predictions(data: Path | str, model, infer_cfg: InferConfig, rnd: int, device, info: dict,
                        show_progress: bool = True, positions: list[int] | None = None,
-                       spg_cfg: SPGConfig = SPGConfig()) -> int:
-    """Write the model's per-point class probabilities (float16, NaN off the evaluated set) as round ``rnd``."""
+                       points: PointSetConfig = PointSetConfig()) -> int:
+    """Write the model's per-point class probabilities (float16, NaN outside ``points``, the point set the
+    model trains on) as round ``rnd``."""
     ds = open_dataset(data)
     positions = list(range(ds.num_shards)) if positions is None else positions
     model.eval()
@@ -55,7 +57,7 @@ def export_predictions(data: Path | str, model, infer_cfg: InferConfig, rnd: int
             info_s = ds.manifest.shards[pos]
 
             def rows():
-                for s in iter_samples(ds, None, [pos], cfg=spg_cfg):
+                for s in iter_samples(ds, None, [pos], points=points):
                     probs, _ = model_outputs(model, s, device)
                     full = np.full((s.num_points, probs.shape[1]), np.nan, np.float32)
                     full[s.point_index] = probs
@@ -70,8 +72,9 @@ def export_predictions(data: Path | str, model, infer_cfg: InferConfig, rnd: int
 
 def evaluate_3d(model, data: Path | str, infer_cfg: InferConfig, device, rsc: bool = False,
                 rsc_skip: tuple[int, ...] = (1,), show_progress: bool = True, max_frames: int | None = None,
-                spg_cfg: SPGConfig = SPGConfig()) -> dict:
-    """Instance AP/AP50/AP75 and semantic IoU of ``model`` on the frames of ``data`` that have ground truth."""
+                points: PointSetConfig = PointSetConfig(), spg: SPGConfig = SPGConfig()) -> dict:
+    """Instance AP/AP50/AP75 and semantic IoU of ``model`` on the frames of ``data`` that have ground truth,
+    over ``points`` (the point set the model trains on); with ``rsc``, over ``spg``'s DCS ring segments."""
     from ...pseudolabel.rsc import rsc_correct
 
     ds = open_dataset(data)
@@ -84,11 +87,11 @@ def evaluate_3d(model, data: Path | str, infer_cfg: InferConfig, device, rsc: bo
             bar.update(1)
             if frame.gt.point_semantic is None or (max_frames is not None and frames >= max_frames):
                 continue
-            s = frame_sample(frame, cfg=spg_cfg)
+            s = frame_sample(frame, points=points)
             probs, offsets = model_outputs(model, s, device)
             semantic = predict_semantic(probs, infer_cfg.score_thresh)
             if rsc:
-                seg = frame_segments(frame.points, spg_cfg, frame.range_image_shape)[s.point_index]
+                seg = frame_segments(frame.points, spg, frame.range_image_shape, points)[s.point_index]
                 semantic = rsc_correct(semantic, seg, skip_classes=rsc_skip, num_classes=NUM_CLASSES)
             instance, _, scores = cluster_instances(s.xyz, semantic, offsets, probs, infer_cfg)
             conf += confusion_matrix(semantic, s.gt_semantic, NUM_CLASSES)

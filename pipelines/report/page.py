@@ -57,7 +57,7 @@ def evaluate_run(run: Path, kind: str, data: Path, show_progress: bool = False) 
         model, cfg = load_teacher(run, device)
         use_cpu_threads(device, cfg.cpu_threads)
         return evaluate_3d(model, data, dataclasses.replace(cfg.infer, min_points=max(cfg.infer.min_points, 1)),
-                           device, show_progress=show_progress, spg_cfg=cfg.spg)
+                           device, show_progress=show_progress, points=cfg.points, spg=cfg.spg)
     from ..predict.predict2d import evaluate_2d
     from ..training.train2d import load_teacher_2d
 

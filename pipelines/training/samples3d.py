@@ -1,7 +1,7 @@
 """Training and inference samples of the 3D branch, read shard by shard (memory stays bounded).
 
 A sample holds the points the 3D model sees — the authors' set: TOP LiDAR, both returns, projected into a
-camera, inside the point range (``pseudolabel.spg.frame_eligible``) — with their pseudo labels from
+camera, inside the point range (``pseudolabel.points.PointSetConfig``) — with their pseudo labels from
 ``labels/<stage>/`` and, when asked, the CSCS 2D→3D targets from ``predictions/2d/round=R/``.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ...data.frame import Frame
 from ...data.label_store import LabelShard
 from ...data.prediction_store import PredictionShard
 from ...data.store import Dataset, ShardError
-from ...pseudolabel.spg import SPGConfig, frame_eligible
+from ...pseudolabel.points import PointSetConfig
 from .sample_order import prediction_row, shuffled_shards
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,11 @@ class Sample3D:
         return int(self.xyz.shape[0])
 
 
-def frame_sample(frame: Frame, labels=None, cfg: SPGConfig = SPGConfig(), cscs_2d: np.ndarray | None = None) -> Sample3D:
-    """Select the model's points of ``frame`` and attach labels (``FrameLabels``) when given."""
-    keep = np.flatnonzero(frame_eligible(frame.points, cfg))
+def frame_sample(frame: Frame, labels=None, points: PointSetConfig = PointSetConfig(),
+                 cscs_2d: np.ndarray | None = None) -> Sample3D:
+    """Select the model's points of ``frame`` (``points.eligible``) and attach labels (``FrameLabels``) when
+    given."""
+    keep = np.flatnonzero(points.eligible(frame.points))
     if not len(keep):
         raise ValueError(f"frame {frame.frame_id}: no points in range and seen by a camera")
     p = frame.points
@@ -88,7 +90,7 @@ def gt_labels(frame: Frame, shard_path) -> _GTLabels:
 
 
 def iter_samples(ds: Dataset, labels: str | None, positions: list[int], rng: np.random.Generator | None = None,
-                 cfg: SPGConfig = SPGConfig(), cscs_round: int | None = None,
+                 points: PointSetConfig = PointSetConfig(), cscs_round: int | None = None,
                  skipped: set | None = None) -> Iterator[Sample3D]:
     """Samples of the given shards; with ``rng`` the shard order and the frame order within each shard are
     shuffled (whole-dataset shuffles would need every shard open at once). ``labels`` names a label stage,
@@ -102,7 +104,7 @@ def iter_samples(ds: Dataset, labels: str | None, positions: list[int], rng: np.
             raise ShardError(lab.path, f"{len(lab)} frames, frame shard {info.path} has {len(shard)} (mismatched shard)")
         for i in rows:
             frame = shard.frame(int(i), images=False)
-            if skipped is not None and not frame_eligible(frame.points, cfg).any():
+            if skipped is not None and not points.eligible(frame.points).any():
                 if frame.frame_id not in skipped:
                     log.warning("%s: frame %s has no points in range and seen by a camera; skipped",
                                 ds.root / info.path, frame.frame_id)
@@ -110,4 +112,4 @@ def iter_samples(ds: Dataset, labels: str | None, positions: list[int], rng: np.
                 continue
             targets = prediction_row(pred, int(i), frame.frame_id) if pred is not None else None
             frame_labels = gt_labels(frame, info.path) if labels == GROUND_TRUTH else lab.labels(int(i)) if lab else None
-            yield frame_sample(frame, frame_labels, cfg, targets)
+            yield frame_sample(frame, frame_labels, points, targets)

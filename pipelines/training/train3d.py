@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...pseudolabel.points import PointSetConfig
 from ...pseudolabel.pvc import PVCConfig
 from ...pseudolabel.spg import SPGConfig
 from ...train3d.augment import AugmentConfig, augment_frame
@@ -75,9 +76,10 @@ class Train3DConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     infer: InferConfig = field(default_factory=InferConfig)
-    # the points trained on and evaluated (point range, NLZ: SPG's eligibility rule) and RSC's ring segments;
-    # keep it equal to the stages' spg section (the kitti preset moves both)
-    spg: SPGConfig = field(default_factory=SPGConfig)
+    # the points trained on, predicted and evaluated: a config file's shared `points` section, the one the
+    # stages label (the kitti preset moves it once for all)
+    points: PointSetConfig = field(default_factory=PointSetConfig)
+    spg: SPGConfig = field(default_factory=SPGConfig)  # its DCS settings give RSC's ring segments (eval-3d --rsc)
     pvc: PVCLoopConfig = field(default_factory=PVCLoopConfig)
     cscs: CSCS2DConfig = field(default_factory=CSCS2DConfig)
 
@@ -109,8 +111,7 @@ def run_pvc_round(data: Path, teacher: torch.nn.Module, cfg: Train3DConfig, rnd:
     from ..labels.stages import PVCStageConfig, StagesConfig
 
     export_predictions(data, teacher, cfg.infer, rnd, device, info={"round": rnd, "base": base}, show_progress=False,
-                       spg_cfg=cfg.spg,
-                       positions=positions)
+                       points=cfg.points, positions=positions)
     vote = {f.name: getattr(cfg.pvc, f.name) for f in fields(PVCConfig)}
     stages = StagesConfig(pvc=PVCStageConfig(base=base, **vote))
     res = run_stages(data, ["pvc"], stages, shard_positions=positions, show_progress=False)
@@ -171,7 +172,7 @@ class Train3DTrainer(Trainer):
     def batches(self, epoch: int):
         rng = np.random.default_rng([self.cfg.seed, epoch, 0])
         buf = []
-        for s in iter_samples(self.ds, self.state["labels"], self.positions, rng, self.cfg.spg, self.cscs_round,
+        for s in iter_samples(self.ds, self.state["labels"], self.positions, rng, self.cfg.points, self.cscs_round,
                               self.skipped):
             buf.append(s)
             if len(buf) == self.cfg.frames_per_step:

@@ -29,7 +29,7 @@ def test_presets_load_and_validate_for_every_command(preset):
         assert config_to_dict(cfg)  # JSON-able: what outputs record
     # a shard's recorded config (the JSON written at the file boundary) resolves back to the same object
     stages = load_section("stages", preset)
-    assert StagesConfig.resolve(stages.record(("spg", "sam", "pvc"))) == stages
+    assert StagesConfig.resolve(stages.record(("points", "spg", "sam", "pvc"))) == stages
     assert StagesConfig.resolve(config_to_dict(stages)) == stages
 
 
@@ -42,8 +42,8 @@ def test_preset_values():
     assert load_section("train3d", "synthetic-tiny") == load_config(Train3DConfig, CONFIGS / "train3d-tiny.yaml")
     assert load_section("train2d", "synthetic-tiny") == load_config(Train2DConfig, CONFIGS / "train2d-tiny.yaml")
     kitti = load_section("stages", "kitti")
-    assert kitti.spg.drop_nlz is False and kitti.spg.point_range[2] == pytest.approx(-3.73)
-    assert load_section("train3d", "kitti").model.voxel.point_range == kitti.spg.point_range
+    assert kitti.points.drop_nlz is False and kitti.points.point_range[2] == pytest.approx(-3.73)
+    assert load_section("train3d", "kitti").model.voxel.point_range == kitti.points.point_range
 
 
 def test_precedence_default_preset_file_set(tmp_path):
@@ -56,7 +56,7 @@ def test_precedence_default_preset_file_set(tmp_path):
     assert cfg.weight_decay == Train3DConfig().weight_decay  # untouched: the default
     f.write_text("preset: kitti\nstages: {spg: {fg_thresh: 0.2, bg_thresh: 0.7}}\n")
     st = load_section("stages", str(f), ["spg.bg_thresh=0.6"])
-    assert (st.spg.fg_thresh, st.spg.bg_thresh, st.spg.drop_nlz) == (0.2, 0.6, False)
+    assert (st.spg.fg_thresh, st.spg.bg_thresh, st.points.drop_nlz) == (0.2, 0.6, False)
     # a flat trainer file (the pre-preset format) still works, with --set on top
     assert load_config(Train3DConfig, CONFIGS / "train3d-tiny.yaml", ["model.base_channels=8"]).model.base_channels == 8
 
@@ -98,12 +98,15 @@ def test_stage_run_records_the_resolved_config(tiny_dataset, tmp_path):
     r = CliRunner().invoke(main, ["pseudolabels", "--data", str(ds), "--stages", "spg", "--no-eval",
                                   "--config", "kitti", *sum((["--set", s] for s in sets), [])])
     assert r.exit_code == 0, r.output
-    want = config_to_dict(load_section("stages", "kitti", sets))
+    want = load_section("stages", "kitti", sets).record(("points", "spg"))
     d = open_dataset(ds)
     for stage in ("dcs", "spg"):
         meta = LabelShard(d, stage, d.manifest.shards[0].name).metadata
-        assert meta["config"] == {"spg": want["spg"]}
-    assert want["spg"]["fg_thresh"] == 0.07 and want["spg"]["drop_nlz"] is False
+        assert meta["config"] == want
+    # the point set is recorded inside spg, as before PointSetConfig: older shards stay current
+    assert want == {"spg": {**config_to_dict(load_section("stages", "kitti", sets).spg),
+                            "point_range": [-80.0, -80.0, -3.73, 80.0, 80.0, 2.27], "drop_nlz": False}}
+    assert want["spg"]["fg_thresh"] == 0.07
     # `mwsis stage` with the same config finds the shards up to date: same recorded config
     r = CliRunner().invoke(main, ["stage", "spg", "--data", str(ds), "--config", "kitti",
                                   *sum((["--set", s] for s in sets), [])])
@@ -142,9 +145,47 @@ def test_2d_trainer_run_records_the_resolved_config(tiny_dataset, tmp_path):
 
 @pytest.mark.parametrize("preset", ["waymo", "kitti", "synthetic-tiny"])
 def test_3d_trainer_uses_the_points_the_stages_label(preset):
-    """The 3D model trains and is evaluated on SPG's eligible points: the preset must move both together."""
+    """The 3D model trains and is evaluated on the points the stages label: both read the one `points`
+    section; the voxel grid covers the same slab."""
     from mwsis.pipelines.config import load_section
 
     stages, train = load_section("stages", preset), load_section("train3d", preset)
-    assert (train.spg.point_range, train.spg.drop_nlz) == (stages.spg.point_range, stages.spg.drop_nlz)
-    assert train.model.voxel.point_range == stages.spg.point_range
+    assert train.points == stages.points
+    assert train.model.voxel.point_range == stages.points.point_range
+
+
+def test_the_points_section_is_shared_and_a_section_may_override_it(tmp_path):
+    """One `points` section: the stages label, and the 3D trainer trains on, the same points; train2d has no
+    point set and ignores it; a section's own `points:` and --set beat the shared one."""
+    f = tmp_path / "fleet.yaml"
+    f.write_text("preset: kitti\npoints: {point_range: [-40, -40, -3, 40, 40, 3], need_camera: false}\n"
+                 "train3d: {points: {drop_nlz: true}}\n")
+    stages, train = load_section("stages", f), load_section("train3d", f)
+    assert stages.points.point_range == (-40.0, -40.0, -3.0, 40.0, 40.0, 3.0) == train.points.point_range
+    assert stages.points.need_camera is False and train.points.need_camera is False
+    assert stages.points.drop_nlz is False and train.points.drop_nlz is True  # kitti's, then the own section's
+    assert load_section("train2d", f) == load_section("train2d", "kitti")
+    assert load_section("stages", f, ["points.drop_nlz=true"]).points.drop_nlz is True
+    with pytest.raises(ConfigError, match=r"points\.point_range.*lower bound"):
+        load_section("stages", f, ["points.point_range=[1, 0, 0, 0, 1, 1]"])
+
+
+def test_point_set_keys_of_before_the_move_still_resolve(tmp_path):
+    """Configs, --set and run configs written when the point set was part of `spg` keep working."""
+    f = tmp_path / "old.yaml"
+    f.write_text("stages: {spg: {fg_thresh: 0.2, point_range: [-30, -30, -2, 30, 30, 4], drop_nlz: false}}\n"
+                 "train3d: {spg: {point_range: [-30, -30, -2, 30, 30, 4]}}\n")
+    stages, train = load_section("stages", f), load_section("train3d", f)
+    assert stages.points == load_section("stages", None, ["points.point_range=[-30,-30,-2,30,30,4]",
+                                                          "points.drop_nlz=false"]).points
+    assert stages.spg.fg_thresh == 0.2 and train.points.point_range == stages.points.point_range
+    assert load_section("stages", None, ["spg.drop_nlz=false"]).points.drop_nlz is False
+    with pytest.raises(ConfigError, match="given twice"):
+        load_section("stages", None, ["spg.drop_nlz=false", "points.drop_nlz=true"])
+    # a label shard's record (point set inside spg) resolves to the config that wrote it, and back
+    cfg = load_section("stages", f)
+    rec = cfg.record(("points", "spg"))
+    assert "points" not in rec and rec["spg"]["drop_nlz"] is False
+    assert StagesConfig.resolve(rec).points == cfg.points and StagesConfig.resolve(rec).spg == cfg.spg
+    off = StagesConfig.resolve({"points": {"need_camera": False}})
+    assert StagesConfig.resolve(off.record(("points", "spg"))).points.need_camera is False

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from mwsis.pipelines.cli.main import main
 
-SETS = ["--set", "spg.fg_thresh=0.3", "--set", "spg.point_range=[-30,-30,-3,30,30,3]"]
+SETS = ["--set", "spg.fg_thresh=0.3", "--set", "points.point_range=[-30,-30,-3,30,30,3]"]
 
 
 def _eval(ds, tmp_path, *extra):

@@ -35,7 +35,8 @@ def test_regime_model_learns_every_class(regime_frames, tmp_path):
         summary = train_3d(regime_frames, tmp_path / "run", cfg, show_progress=False)
         assert summary["steps"] == STEPS
         teacher, cfg = load_teacher(tmp_path / "run")  # the model evaluation and PVC use
-        res = evaluate_3d(teacher, regime_frames, cfg.infer, torch.device("cpu"), show_progress=False, spg_cfg=cfg.spg)
+        res = evaluate_3d(teacher, regime_frames, cfg.infer, torch.device("cpu"), show_progress=False,
+                          points=cfg.points, spg=cfg.spg)
     finally:
         torch.set_num_threads(n)
     for name, pc in res["per_class"].items():

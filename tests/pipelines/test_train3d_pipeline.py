@@ -5,14 +5,16 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from mwsis.data.label_store import LabelShard
-from mwsis.data.prediction_store import list_rounds
+from mwsis.data.prediction_store import PredictionShard, list_rounds
 from mwsis.data.store import ShardError, open_dataset
 from mwsis.pipelines.cli.main import main
+from mwsis.pseudolabel.points import PointSetConfig
 from mwsis.pipelines.training.samples3d import frame_sample
 from mwsis.pipelines.training.train3d import Train3DConfig, load_teacher, train_3d
 from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, load_config, read_metrics
@@ -82,6 +84,26 @@ def test_bad_input_frames_and_mismatched_labels(labelled):
     frame.points.xyz[:] = 500.0  # every point out of range
     with pytest.raises(ValueError, match=f"frame {frame.frame_id}: no points in range"):
         frame_sample(frame, labels)
+
+
+def test_the_trainer_and_its_predictions_use_the_configured_point_set(labelled, tmp_path):
+    """``points`` (the config's shared section) decides which points are trained on and predicted."""
+    ps = PointSetConfig(point_range=(-12.0, -12.0, -3.0, 12.0, 12.0, 4.0))
+    ds = open_dataset(labelled)
+    frame = ds.frame(ds.frame_ids[0], images=False)
+    labels = LabelShard(ds, "spg", ds.manifest.shards[0].name).labels(0)
+    s = frame_sample(frame, labels, ps)
+    assert s.point_index.tolist() == np.flatnonzero(ps.eligible(frame.points)).tolist()
+    assert 0 < len(s) < len(frame_sample(frame, labels))
+    data = tmp_path / "narrow"
+    shutil.copytree(labelled, data)
+    cfg = _cfg(epochs=2, max_steps_per_epoch=1, **{"points.point_range": list(ps.point_range)})
+    train_3d(data, tmp_path / "run", cfg, show_progress=False)  # its PVC round exports predictions
+    d = open_dataset(data)
+    for info in d.manifest.shards:
+        for fid, probs in PredictionShard(d, "3d", 1, info.name):
+            f = d.frame(fid, images=False)
+            assert (~np.isnan(probs).any(axis=1)).tolist() == ps.eligible(f.points).tolist(), fid
 
 
 def test_ddp_two_processes_with_torchrun(labelled, tmp_path):

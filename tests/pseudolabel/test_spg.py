@@ -4,6 +4,7 @@ import pytest
 
 from mwsis.data.frame import BACKGROUND, IGNORE, Boxes2D, Points
 from mwsis.pseudolabel.frustum import Claims, associate
+from mwsis.pseudolabel.points import PointSetConfig
 from mwsis.pseudolabel.spg import SPGConfig, ccl_frame, ccl_labels, segment_refinement, spg_frame, spg_labels
 
 IMG_W, IMG_H, FOCAL, SENSOR_H = 1280, 640, 400.0, 2.0
@@ -222,8 +223,12 @@ def test_eligibility_ignore_and_background_and_no_boxes():
     assert inst.tolist() == [1, 0, 0, 0, 0, 0, 0, 0]
     assert (seg[[1, 2, 3, 4, 5, 6]] == -1).all() and seg[0] >= 0 and seg[7] >= 0
     # with the no-label-zone points kept, point 6 (0.3 m from point 0, same box) joins the instance
-    sem, inst, _ = spg_frame(pts, boxes, SIZES, SPGConfig(drop_nlz=False, radii=(0.6, 0.5, 0.4)))
+    sem, inst, _ = spg_frame(pts, boxes, SIZES, SPGConfig(radii=(0.6, 0.5, 0.4)),
+                             point_set=PointSetConfig(drop_nlz=False))
     assert inst[6] == 1 and sem[6] == 1
+    # without the camera rule, point 2 (seen by no camera) is labelled: background, as no box can claim it
+    sem, inst, _ = spg_frame(pts, boxes, SIZES, point_set=PointSetConfig(need_camera=False))
+    assert sem[2] == BACKGROUND and inst[2] == 0 and sem[[1, 3, 4, 5, 6]].tolist() == [IGNORE] * 5
     # no boxes: every eligible point is background
     sem, inst, _ = spg_frame(pts, Boxes2D.empty(), SIZES)
     assert sem.tolist() == [BACKGROUND] + [IGNORE] * 6 + [BACKGROUND] and (inst == 0).all()

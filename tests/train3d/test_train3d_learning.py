@@ -1,7 +1,7 @@
 """Learning test: a tiny VoteSegmentor trained with the MWSIS losses on synthetic frames segments them.
 
 Targets are the synthetic ground truth (``point_semantic``/``point_instance``) on the authors' point set
-(``eligible_mask``: TOP, camera-projected, in range), standing in for pseudo labels.
+(``points.eligible_mask``: TOP, camera-projected, in range), standing in for pseudo labels.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from mwsis.data.synthetic import make_frame
 from mwsis.data.synthetic.config import preset
-from mwsis.pseudolabel.spg import eligible_mask
+from mwsis.pseudolabel.points import eligible_mask
 from mwsis.train3d.ema import EMATeacher
 from mwsis.train3d.infer import predict_batch
 from mwsis.train3d.model import SegmentorConfig, VoteSegmentor, make_batch
