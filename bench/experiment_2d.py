@@ -73,7 +73,7 @@ def main() -> None:
         train_3d(train3d_data, args.out / "run-3d", cfg3, resume=True, show_progress=False)
         teacher3d, cfg3 = load_teacher(args.out / "run-3d", torch.device("cpu"))
         export_predictions(train, teacher3d, cfg3.infer, 1, torch.device("cpu"), {"run": "run-3d"},
-                           show_progress=False, points=cfg3.points, spg=cfg3.spg)
+                           show_progress=False, points=cfg3.points)
         extra["cscs_teacher_3d_seconds"] = time.time() - t
     jobs, keys = [], []
     for name in args.rows:
