@@ -76,6 +76,7 @@ class Train2DConfig:
     backbone_weights: str | None = None  # ImageNet weights file; None = random init
     device: str | None = None
     cpu_threads: int = field(default=2, metadata={"range": (1, None)})
+    cpu_bf16: bool = False  # bf16 autocast on CPU too (fp32 by default: see run.autocast)
     model: Model2DConfig = field(default_factory=Model2DConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     export: Export2DConfig = field(default_factory=Export2DConfig)
@@ -226,7 +227,7 @@ class Train2DTrainer(Trainer):
                 teacher_out = (sam_teacher_outputs(targets, images) if cfg.pseudo_masks == "sam"
                                else self.teacher.model.ipg_teacher_outputs(images, targets))
         self.ddp_model.train()
-        with autocast(device):
+        with autocast(device, cfg.cpu_bf16):
             return self.ddp_model(images, targets, teacher_outputs=teacher_out, iteration=it)
 
     def summary(self, res: dict) -> dict:
