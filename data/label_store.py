@@ -7,8 +7,8 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .schema.labels import (LABELS_SCHEMA, FrameLabels, label_metadata, labels_to_table, read_label_metadata,
-                            table_row_to_labels)
+from .schema.labels import (LABELS_SCHEMA, LABELS_SCHEMA_SCORED, FrameLabels, label_metadata, labels_to_table,
+                            read_label_metadata, table_row_to_labels)
 from .integrity import IntegrityError, check_file, sealer
 from .store import PARQUET_OPTIONS, Dataset, ShardError, atomic_path
 
@@ -21,14 +21,17 @@ def label_shard_path(root: Path | str, stage: str, shard: str) -> Path:
 
 
 def write_label_shard(root: Path | str, stage: str, shard: str, rows: Iterable[FrameLabels],
-                      config: dict, code_version: str, inputs: dict) -> Path:
-    """Write a stage's labels for one shard atomically; metadata records config, version and inputs."""
+                      config: dict, code_version: str, inputs: dict, scored: bool = False) -> Path:
+    """Write a stage's labels for one shard atomically; metadata records config, version and inputs.
+    ``scored``: the shard carries instance centres and scores (``LABELS_SCHEMA_SCORED``)."""
     dest = label_shard_path(root, stage, shard)
-    schema = LABELS_SCHEMA.with_metadata(label_metadata(stage, config, code_version, inputs))
+    base = LABELS_SCHEMA_SCORED if scored else LABELS_SCHEMA
+    schema = base.with_metadata(label_metadata(stage, config, code_version, inputs))
     with atomic_path(dest, before_rename=sealer(dest)) as tmp:
         with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
             for row in rows:
-                writer.write_table(labels_to_table(row).replace_schema_metadata(schema.metadata), row_group_size=1)
+                writer.write_table(labels_to_table(row, base).replace_schema_metadata(schema.metadata),
+                                   row_group_size=1)
     return dest
 
 
@@ -85,6 +88,8 @@ class LabelShard:
             return table_row_to_labels(self._file.read_row_group(i), 0)
         except (pa.ArrowException, OSError) as e:
             raise ShardError(self.path, f"cannot read frame {i} ({e})") from e
+        except ValueError as e:  # content the schema allows but the conventions do not (check_scored)
+            raise ShardError(self.path, f"row {i}: {e}") from e
 
     def __iter__(self) -> Iterator[FrameLabels]:
         for i in range(len(self)):

@@ -50,8 +50,11 @@ class InstanceSet:
 
 
 def instances_from_labels(semantic: np.ndarray, instance: np.ndarray, num_classes: int,
-                          scores: np.ndarray | None = None) -> InstanceSet:
-    """Group points by (instance id > 0, foreground class); a multi-class instance splits by class."""
+                          scores: np.ndarray | None = None, inst_score: np.ndarray | None = None) -> InstanceSet:
+    """Group points by (instance id > 0, foreground class); a multi-class instance splits by class.
+
+    Scores: ``scores`` per group (in the returned order), or ``inst_score`` (K,) per instance id 1..K (the
+    labels' own, e.g. TWIST's certainty; both parts of a split instance take it), else 1 for every group."""
     fg = (instance > 0) & (semantic >= 0) & (semantic < num_classes)
     key = instance[fg].astype(np.int64) * (num_classes + 1) + semantic[fg]
     uniq, inv = np.unique(key, return_inverse=True)
@@ -59,6 +62,8 @@ def instances_from_labels(semantic: np.ndarray, instance: np.ndarray, num_classe
     masks = np.zeros((len(uniq), len(semantic)), bool)
     masks[inv, idx] = True
     classes = (uniq % (num_classes + 1)).astype(np.int64)
+    if scores is None and inst_score is not None:
+        scores = np.asarray(inst_score, np.float64)[uniq // (num_classes + 1) - 1]
     return InstanceSet(masks, classes, np.ones(len(uniq)) if scores is None else scores)
 
 

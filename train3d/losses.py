@@ -60,8 +60,11 @@ def _group_ids(instance: torch.Tensor, batch_idx: torch.Tensor | None) -> tuple[
     return has, gid
 
 
-def instance_centres(xyz: torch.Tensor, instance: torch.Tensor, batch_idx: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, 3): the mean xyz of each point's (frame, instance) group; NaN for points without an instance."""
+def instance_centres(xyz: torch.Tensor, instance: torch.Tensor, batch_idx: torch.Tensor | None = None,
+                     given: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, 3): the mean xyz of each point's (frame, instance) group; NaN for points without an instance.
+    ``given`` (N, 3): a centre per point where the labels carry one (TWIST's ã_j, ``FrameLabels.centre``);
+    its NaN rows fall back to the mean."""
     has, gid = _group_ids(instance, batch_idx)
     out = torch.full_like(xyz, float("nan"))
     if bool(has.any()):
@@ -70,13 +73,17 @@ def instance_centres(xyz: torch.Tensor, instance: torch.Tensor, batch_idx: torch
         s = torch.zeros((g, 3), dtype=torch.float64, device=xyz.device).index_add_(0, gid, p)
         cnt = torch.zeros(g, dtype=torch.float64, device=xyz.device).index_add_(0, gid, torch.ones_like(p[:, 0]))
         out[has] = (s / cnt[:, None])[gid].to(xyz.dtype)
+    if given is not None:
+        use = has & torch.isfinite(given).all(dim=1)
+        out[use] = given[use].to(xyz.dtype)
     return out
 
 
 def vote_targets(xyz: torch.Tensor, instance: torch.Tensor, batch_idx: torch.Tensor | None = None,
-                 encode: bool = True) -> torch.Tensor:
-    """(N, 3) offset from each point to its instance centre, sign-sqrt encoded if ``encode``; 0 without instance."""
-    d = instance_centres(xyz, instance, batch_idx) - xyz
+                 encode: bool = True, given: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, 3) offset from each point to its instance centre (``instance_centres``, with ``given`` centres
+    where set), sign-sqrt encoded if ``encode``; 0 without instance."""
+    d = instance_centres(xyz, instance, batch_idx, given) - xyz
     d = torch.nan_to_num(d, nan=0.0)
     return encode_votes(d) if encode else d
 

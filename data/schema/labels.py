@@ -8,6 +8,10 @@ are null. Label conventions (README "Label conventions"):
 * ``instance``: 0 none, 1..K = index of the claiming 2D box in the frame's ``boxes2d`` list + 1.
 * ``segment``: DCS ring-segment id (frame-global), −1 where the point has none.
 * ``masks2d``: 2D masks from SAM box prompts, one per 2D box (``box_index`` into ``boxes2d``).
+* ``centre``, ``inst_score`` (only in shards of stages that rank their instances, e.g. TWIST's proposal
+  update; ``LABELS_SCHEMA_SCORED``): per instance 1..K its target centre (K x 3 float32 flattened, NaN = the
+  mean of its points, the default vote target) and its score (K float32, what ``eval-labels`` ranks by).
+  Shards of the other stages keep ``LABELS_SCHEMA`` and their bytes.
 
 The Parquet key-value metadata records the stage, its resolved config, the code version and the
 checksums of the inputs, so a rerun can tell whether a finished shard is still valid.
@@ -37,6 +41,9 @@ LABELS_SCHEMA = pa.schema([
     (SEGMENT, pa.list_(pa.int32())),
     (MASKS2D, pa.list_(LABEL_MASK_T)),
 ])
+CENTRE = "centre"
+INST_SCORE = "inst_score"
+LABELS_SCHEMA_SCORED = pa.schema([*LABELS_SCHEMA, (CENTRE, pa.list_(pa.float32())), (INST_SCORE, pa.list_(pa.float32()))])
 
 META_STAGE = b"mwsis.stage"
 META_CONFIG = b"mwsis.config"
@@ -63,6 +70,12 @@ class FrameLabels:
     instance: np.ndarray | None = None  # (N,) int32
     segment: np.ndarray | None = None  # (N,) int32
     masks2d: LabelMasks | None = field(default=None, repr=False)
+    centre: np.ndarray | None = None  # (K, 3) float32, target centre of instance k + 1 (NaN: its points' mean)
+    inst_score: np.ndarray | None = None  # (K,) float32, score of instance k + 1
+
+    @property
+    def scored(self) -> bool:
+        return self.centre is not None or self.inst_score is not None
 
 
 def _list_or_null(values: np.ndarray | None, t: pa.DataType) -> pa.Array:
@@ -71,20 +84,29 @@ def _list_or_null(values: np.ndarray | None, t: pa.DataType) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), pa.array(np.ascontiguousarray(values), t))
 
 
-def labels_to_table(labels: FrameLabels) -> pa.Table:
-    """One ``FrameLabels`` as a one-row Parquet table of the labels schema (the only place that spells its columns)."""
+def labels_to_table(labels: FrameLabels, schema: pa.Schema = LABELS_SCHEMA) -> pa.Table:
+    """One ``FrameLabels`` as a one-row Parquet table of ``schema`` (``LABELS_SCHEMA``, or
+    ``LABELS_SCHEMA_SCORED`` for instance centres and scores; the only place that spells the columns)."""
+    scored = CENTRE in schema.names
+    if labels.scored and not scored:
+        raise ValueError(f"frame {labels.frame_id}: labels with instance centres or scores need LABELS_SCHEMA_SCORED")
     m = labels.masks2d
     masks = None if m is None else [
         {"camera_id": int(m.camera_id[i]), "box_index": int(m.box_index[i]), "class_id": int(m.class_id[i]),
          "score": float(m.score[i]), "height": int(m.rles[i]["size"][0]), "width": int(m.rles[i]["size"][1]),
          "counts": bytes(m.rles[i]["counts"])} for i in range(len(m.rles))]
-    return pa.Table.from_pydict({
+    columns = {
         FRAME_ID: pa.array([labels.frame_id], pa.string()),
         SEMANTIC: _list_or_null(labels.semantic, pa.int8()),
         INSTANCE: _list_or_null(labels.instance, pa.int32()),
         SEGMENT: _list_or_null(labels.segment, pa.int32()),
         MASKS2D: pa.array([masks], pa.list_(LABEL_MASK_T)),
-    }, schema=LABELS_SCHEMA)
+    }
+    if scored:
+        columns[CENTRE] = _list_or_null(None if labels.centre is None else np.asarray(labels.centre).reshape(-1),
+                                        pa.float32())
+        columns[INST_SCORE] = _list_or_null(labels.inst_score, pa.float32())
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
 def _np(table: pa.Table, name: str, row: int, dtype) -> np.ndarray | None:
@@ -97,8 +119,16 @@ def _np(table: pa.Table, name: str, row: int, dtype) -> np.ndarray | None:
 def table_row_to_labels(table: pa.Table, row: int = 0) -> FrameLabels:
     """Row ``row`` of a labels table back into ``FrameLabels`` (arrays of the schema's dtypes)."""
     masks = table.column(MASKS2D)[row].as_py()
-    return FrameLabels(
-        frame_id=table.column(FRAME_ID)[row].as_py(),
+    scored = CENTRE in table.schema.names
+    centre = _np(table, CENTRE, row, np.float32) if scored else None
+    score = _np(table, INST_SCORE, row, np.float32) if scored else None
+    frame_id = table.column(FRAME_ID)[row].as_py()
+    if centre is not None:
+        if centre.size % 3:
+            raise ValueError(f"frame {frame_id}: column {CENTRE!r} holds {centre.size} values, not 3 per instance")
+        centre = centre.reshape(-1, 3)
+    out = FrameLabels(
+        frame_id=frame_id,
         semantic=_np(table, SEMANTIC, row, np.int8),
         instance=_np(table, INSTANCE, row, np.int32),
         segment=_np(table, SEGMENT, row, np.int32),
@@ -106,7 +136,21 @@ def table_row_to_labels(table: pa.Table, row: int = 0) -> FrameLabels:
             np.array([m["camera_id"] for m in masks], np.int8), np.array([m["box_index"] for m in masks], np.int32),
             np.array([m["class_id"] for m in masks], np.int8), np.array([m["score"] for m in masks], np.float32),
             [{"size": [m["height"], m["width"]], "counts": m["counts"]} for m in masks]),
+        centre=centre, inst_score=score,
     )
+    if scored:
+        check_scored(out)
+    return out
+
+
+def check_scored(labels: FrameLabels) -> None:
+    """Raise ``ValueError`` naming the frame and column unless every instance id has a centre and a score."""
+    k = int(labels.instance.max(initial=0)) if labels.instance is not None else 0
+    for name, values in ((CENTRE, labels.centre), (INST_SCORE, labels.inst_score)):
+        n = 0 if values is None else len(values)
+        if n < k:
+            raise ValueError(f"frame {labels.frame_id}: column {name!r} holds {n} instances, but instance ids "
+                             f"reach {k}")
 
 
 def label_metadata(stage: str, config: dict, code_version: str, inputs: dict) -> dict[bytes, bytes]:

@@ -22,6 +22,7 @@ class _StageScore:
         self.fg = 0
         self.fg_ignored = 0
         self.mask_ious: list[float] = []
+        self.scored = False  # the labels rank their instances (``FrameLabels.inst_score``)
 
     def result(self) -> dict:
         iou = iou_from_confusion(self.conf)
@@ -36,7 +37,8 @@ class _StageScore:
                "ap": _num(ap["ap"]), "ap50": _num(ap["ap50"]), "ap75": _num(ap["ap75"]),
                "per_class": per_class, "background_iou": _num(iou[NUM_CLASSES]),
                "ignored_foreground_fraction": self.fg_ignored / self.fg if self.fg else None,
-               "ap_score_convention": "every pseudo instance scores 1.0; COCOeval ranks ties in instance order"}
+               "ap_score_convention": ("each pseudo instance scores its labels' inst_score" if self.scored else
+                                       "every pseudo instance scores 1.0; COCOeval ranks ties in instance order")}
         if self.mask_ious:
             out["sam_mask_iou"] = float(np.mean(self.mask_ious))
             out["sam_masks"] = len(self.mask_ious)
@@ -139,15 +141,16 @@ def evaluate_labels(ds: Dataset | str, stages: list[str] | None = None, show_pro
                     if lab.frame_id != frame.frame_id:
                         raise ValueError(f"{ls.path}: row {i} is frame {lab.frame_id}, expected {frame.frame_id}")
                     scores[stage].mask_ious += _sam_mask_ious(frame, lab)
-                    if lab.semantic is not None:
-                        predictions.append((stage, lab.semantic, lab.instance))
+                    if lab.semantic is not None:  # ranked by the labels' own instance scores where they have them
+                        predictions.append((stage, lab.semantic, lab.instance, lab.inst_score))
                 if variants:
-                    predictions += [(v, *_variant_labels(frame, c)) for v, c in variant_cfgs.items()]
-                for stage, sem, inst in predictions:
+                    predictions += [(v, *_variant_labels(frame, c), None) for v, c in variant_cfgs.items()]
+                for stage, sem, inst, inst_score in predictions:
                     sc = scores[stage]
+                    sc.scored |= inst_score is not None
                     sem, inst = sem[keep], inst[keep]
                     sc.conf += confusion_matrix(sem, gt_sem, NUM_CLASSES)
-                    sc.ap.add(instances_from_labels(sem, inst, NUM_CLASSES), gt_set)
+                    sc.ap.add(instances_from_labels(sem, inst, NUM_CLASSES, inst_score=inst_score), gt_set)
                     sc.fg += int(gt_fg.sum())
                     sc.fg_ignored += int((gt_fg & (sem < 0)).sum())
     out: dict = {"frames": frames}
