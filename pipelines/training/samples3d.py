@@ -91,12 +91,13 @@ def gt_labels(frame: Frame, shard_path) -> _GTLabels:
 
 def iter_samples(ds: Dataset, labels: str | None, positions: list[int], rng: np.random.Generator | None = None,
                  points: PointSetConfig = PointSetConfig(), cscs_round: int | None = None,
-                 skipped: set | None = None) -> Iterator[Sample3D]:
+                 skipped: set | None = None, gt_frames: frozenset[str] = frozenset()) -> Iterator[Sample3D]:
     """Samples of the given shards; with ``rng`` the shard order and the frame order within each shard are
     shuffled (whole-dataset shuffles would need every shard open at once). ``labels`` names a label stage,
     or :data:`GROUND_TRUTH` for the frames' own ground truth. With ``skipped`` given, a frame without
     points the model can use (none in range and seen by a camera) is left out, warned about once, and its
-    id added to the set; without it, such a frame is an error."""
+    id added to the set; without it, such a frame is an error. Frames in ``gt_frames`` (TWIST's fully
+    labelled subset) take their ground truth whatever ``labels`` says."""
     for info, shard, rows in shuffled_shards(ds, positions, rng):
         lab = LabelShard(ds, labels, info.name) if labels and labels != GROUND_TRUTH else None
         pred = PredictionShard(ds, "2d", cscs_round, info.name) if cscs_round is not None else None
@@ -111,5 +112,6 @@ def iter_samples(ds: Dataset, labels: str | None, positions: list[int], rng: np.
                 skipped.add(frame.frame_id)
                 continue
             targets = prediction_row(pred, int(i), frame.frame_id) if pred is not None else None
-            frame_labels = gt_labels(frame, info.path) if labels == GROUND_TRUTH else lab.labels(int(i)) if lab else None
+            full = labels == GROUND_TRUTH or frame.frame_id in gt_frames
+            frame_labels = gt_labels(frame, info.path) if full else lab.labels(int(i)) if lab else None
             yield frame_sample(frame, frame_labels, points, targets)

@@ -20,6 +20,7 @@ import torch
 
 from ...pseudolabel.points import PointSetConfig
 from ...pseudolabel.pvc import PVCConfig
+from ...pseudolabel.twist_update import labelled_subset
 from ...pseudolabel.spg import SPGConfig
 from ...train3d.augment import AugmentConfig, augment_frame
 from ...train3d.ema import EMAConfig
@@ -57,6 +58,18 @@ class CSCS2DConfig:
 
 
 @dataclass(frozen=True)
+class TwistConfig:
+    """TWIST (Chu et al., CVPR 2023; extensions.md §3) in the 3D trainer. So far: the fully labelled subset,
+    a seeded fraction ``label_fraction`` of all frames (``twist_update.labelled_subset``) or the frames named
+    in ``label_frames``, which train on their ground truth; the resolved list is in the run's summary."""
+
+    enabled: bool = False
+    label_fraction: float = field(default=0.05, metadata={"range": (0.0, 1.0)})  # rho
+    label_frames: tuple[str, ...] | None = None  # explicit frame ids instead of the fraction
+    subset_seed: int = 0  # the same frames for every training seed, so seeds compare
+
+
+@dataclass(frozen=True)
 class Train3DConfig:
     labels: str = "spg"  # labels/<stage> to train on: spg | ccl | sam | pvc | frustum, or gt (full supervision)
     epochs: int = field(default=24, metadata={"range": (1, None)})  # MWSIS §4.2
@@ -82,6 +95,7 @@ class Train3DConfig:
     spg: SPGConfig = field(default_factory=SPGConfig)  # its DCS settings give RSC's ring segments (eval-3d --rsc)
     pvc: PVCLoopConfig = field(default_factory=PVCLoopConfig)
     cscs: CSCS2DConfig = field(default_factory=CSCS2DConfig)
+    twist: TwistConfig = field(default_factory=TwistConfig)
 
 
 def _sample_dict(s) -> dict:
@@ -161,7 +175,20 @@ class Train3DTrainer(Trainer):
                                                         pct_start=cfg.pct_start)
 
     def initial_state(self) -> dict:
-        return {"labels": self.cfg.labels, "pvc_rounds": []}
+        return {"labels": self.cfg.labels, "pvc_rounds": [], "labelled_frames": self._labelled_frames()}
+
+    def _labelled_frames(self) -> list[str]:
+        """TWIST's fully labelled frames, resolved over the whole dataset (every rank the same list)."""
+        t = self.cfg.twist
+        if not t.enabled:
+            return []
+        if t.label_frames is not None:
+            unknown = sorted(set(t.label_frames) - set(self.ds.frame_ids))
+            if unknown:
+                raise ValueError(f"twist.label_frames: {len(unknown)} frame id(s) not in {self.ds.root}, e.g. "
+                                 f"{unknown[0]!r}")
+            return [f for f in self.ds.frame_ids if f in set(t.label_frames)]
+        return labelled_subset(self.ds.frame_ids, t.label_fraction, t.subset_seed)
 
     def default_hooks(self) -> list[Hook]:
         # CSCS 2D -> 3D: "latest" is re-resolved at each epoch start (a 2D job beside this one exports new rounds,
@@ -173,7 +200,7 @@ class Train3DTrainer(Trainer):
         rng = np.random.default_rng([self.cfg.seed, epoch, 0])
         buf = []
         for s in iter_samples(self.ds, self.state["labels"], self.positions, rng, self.cfg.points, self.cscs_round,
-                              self.skipped):
+                              self.skipped, frozenset(self.state.get("labelled_frames", ()))):
             buf.append(s)
             if len(buf) == self.cfg.frames_per_step:
                 yield buf
@@ -197,6 +224,9 @@ class Train3DTrainer(Trainer):
     def describe(self, samples) -> str:
         return f" (frames {[s.frame_id for s in samples]})"
 
+    def run_record(self) -> dict:
+        return {"labelled_frames": self.state["labelled_frames"]} if self.state.get("labelled_frames") else {}
+
     def summary(self, res: dict) -> dict:
         out = {**super().summary(res), "labels": self.state["labels"], "pvc_rounds": self.state["pvc_rounds"],
                "skipped_frames": len(self.skipped)}
@@ -205,6 +235,8 @@ class Train3DTrainer(Trainer):
                         sorted(self.skipped)[0])
         if "cscs_rounds" in self.state:
             out["cscs_rounds"] = self.state["cscs_rounds"]
+        if self.state.get("labelled_frames"):
+            out["labelled_frames"] = self.state["labelled_frames"]
         log.info("train-3d: %d steps on %s in %.1f s, final loss %.4f", out["steps"], self.device, out["seconds"],
                  out["last"].get("loss", float("nan")))
         return out

@@ -111,6 +111,10 @@ class Trainer(abc.ABC):
         """Appended to a non-finite-loss error, e.g. the batch's frame ids."""
         return ""
 
+    def run_record(self) -> dict:
+        """What the subclass adds to ``run.json`` once the state is resolved (e.g. TWIST's labelled frames)."""
+        return {}
+
     def summary(self, res: dict) -> dict:
         return {"epochs": self.cfg.epochs, "steps": self.state["step"], "seconds": res["seconds"],
                 "device": str(self.device), "preempted": res["preempted"], "last": res["last"]}
@@ -208,7 +212,7 @@ class Trainer(abc.ABC):
         metrics.truncate_after(state["step"])
         if dist.is_main:
             snapshot_run(self.run, cfg, {"resumed_from": None if ckpt is None else ckpt.name, "kind": self.kind,
-                                         "data": str(self.data)})
+                                         "data": str(self.data), **self.run_record()})
         t0, last = time.time(), {}
         done_ = lambda preempted: {"last": last, "seconds": time.time() - t0, "preempted": preempted}  # noqa: E731
         with Preemption(self.run, dist) as preempt:

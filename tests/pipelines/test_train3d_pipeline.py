@@ -106,6 +106,27 @@ def test_the_trainer_and_its_predictions_use_the_configured_point_set(labelled, 
             assert (~np.isnan(probs).any(axis=1)).tolist() == ps.eligible(f.points).tolist(), fid
 
 
+def test_twist_labelled_subset_trains_on_its_ground_truth_and_is_recorded(labelled, tmp_path):
+    from mwsis.pipelines.training.samples3d import iter_samples
+
+    ds = open_dataset(labelled)
+    summary = train_3d(labelled, tmp_path / "run", _cfg(epochs=1, max_steps_per_epoch=1, **{
+        "pvc.enabled": "false", "twist.enabled": "true", "twist.label_fraction": 0.5}), show_progress=False)
+    chosen = summary["labelled_frames"]
+    assert len(chosen) == 2 and set(chosen) < set(ds.frame_ids)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["labelled_frames"] == chosen
+    positions = list(range(len(ds.manifest.shards)))
+    for s in iter_samples(ds, "spg", positions, gt_frames=frozenset(chosen)):
+        spg = next(x for x in iter_samples(ds, "spg", positions) if x.frame_id == s.frame_id)
+        if s.frame_id in chosen:
+            assert (s.semantic == s.gt_semantic).all() and (s.semantic != spg.semantic).any()
+        else:
+            assert (s.semantic == spg.semantic).all()
+    with pytest.raises(ValueError, match="twist.label_frames: 1 frame id"):
+        train_3d(labelled, tmp_path / "run2", _cfg(epochs=1, **{"twist.enabled": "true",
+                                                                "twist.label_frames": "[nope]"}), show_progress=False)
+
+
 def test_ddp_two_processes_with_torchrun(labelled, tmp_path):
     """torchrun with 2 CPU processes (gloo): each rank trains on its own shards, rank 0 checkpoints."""
     import subprocess
