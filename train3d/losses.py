@@ -134,18 +134,20 @@ def vote_loss(votes: torch.Tensor, target_class: torch.Tensor, vote_target: torc
 
 
 def segmentor_loss(out: dict, xyz: torch.Tensor, semantic: torch.Tensor, instance: torch.Tensor,
-                   batch_idx: torch.Tensor | None = None, cfg: LossConfig = LossConfig()) -> dict[str, torch.Tensor]:
+                   batch_idx: torch.Tensor | None = None, cfg: LossConfig = LossConfig(),
+                   given_centre: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """``L_3d`` without CSCS: dict(loss_sem, loss_vote, loss) from the model output and per-point targets.
 
     ``semantic`` (N,) long: 0..C-1, BACKGROUND (= C) or IGNORE (-1); ``instance`` (N,) long, 0 = none, unique
     within a frame (``batch_idx`` separates frames). Points outside the voxel range (``out["valid"]``) are skipped.
-    Vote targets are recomputed here from the (augmented) xyz, which equals transforming the original targets.
+    Vote targets are recomputed here from the (augmented) xyz, which equals transforming the original targets;
+    ``given_centre`` (N, 3), where finite, replaces the instance's mean (TWIST's centres, ``FrameLabels.centre``).
     """
     valid = out.get("valid")
     if valid is None:
         valid = torch.ones_like(semantic, dtype=torch.bool)
     loss_sem = cfg.sem_weight * focal_loss(out["sem_logits"], semantic, cfg.gamma, cfg.alpha, mask=valid,
                                            class_balance=cfg.class_balance, class_balance_max=cfg.class_balance_max)
-    vt = vote_targets(xyz, torch.where(valid, instance, torch.zeros_like(instance)), batch_idx)
+    vt = vote_targets(xyz, torch.where(valid, instance, torch.zeros_like(instance)), batch_idx, given=given_centre)
     loss_vote = cfg.vote_weight * vote_loss(out["votes"], semantic, vt, valid & (instance > 0))
     return dict(loss_sem=loss_sem, loss_vote=loss_vote, loss=loss_sem + loss_vote)

@@ -79,6 +79,7 @@ class Batch:
     batch_size: int
     semantic: torch.Tensor | None = None  # (N,) long targets: 0..C-1, BACKGROUND (=C), IGNORE (-1)
     instance: torch.Tensor | None = None  # (N,) long, 0 none; ids are per frame
+    centre_offset: torch.Tensor | None = None  # (N, 3) to a given instance centre (NaN: the instance's mean)
 
     @property
     def offsets(self) -> list[int]:
@@ -93,7 +94,7 @@ class Batch:
     def to(self, device) -> "Batch":
         mv = (lambda t: None if t is None else t.to(device))
         return Batch(mv(self.xyz), mv(self.feats), mv(self.batch_idx), self.batch_size, mv(self.semantic),
-                     mv(self.instance))
+                     mv(self.instance), mv(self.centre_offset))
 
 
 def _t(a, dtype) -> torch.Tensor:
@@ -105,9 +106,10 @@ def make_batch(frames: Sequence[Mapping], device: str | torch.device = "cpu") ->
 
     Each dict has ``xyz`` (n, 3) and either ``feats`` (n, F) ready-made, or raw ``intensity`` (n,) and
     ``elongation`` (n,) (the batch stores tanh(intensity), as the authors' ``LoadPoints``). Optional
-    ``semantic`` (n,) and ``instance`` (n,) targets are carried along when every frame has them.
+    ``semantic`` (n,) and ``instance`` (n,) targets are carried along when every frame has them;
+    ``centre_offset`` (n, 3) when any frame has it (NaN for the others).
     """
-    xyz, feats, bidx, sem, inst = [], [], [], [], []
+    xyz, feats, bidx, sem, inst, centre = [], [], [], [], [], []
     for i, f in enumerate(frames):
         p = _t(f["xyz"], torch.float32).reshape(-1, 3)
         if "feats" in f:
@@ -119,9 +121,13 @@ def make_batch(frames: Sequence[Mapping], device: str | torch.device = "cpu") ->
         bidx.append(torch.full((p.shape[0],), i, dtype=torch.long))
         sem.append(None if f.get("semantic") is None else _t(f["semantic"], torch.long))
         inst.append(None if f.get("instance") is None else _t(f["instance"], torch.long))
+        centre.append(torch.full_like(p, float("nan")) if f.get("centre_offset") is None
+                      else _t(f["centre_offset"], torch.float32).reshape(-1, 3))
     has = (lambda xs: len(xs) > 0 and all(x is not None for x in xs))
+    any_centre = any(f.get("centre_offset") is not None for f in frames)
     return Batch(torch.cat(xyz), torch.cat(feats), torch.cat(bidx), len(frames),
-                 torch.cat(sem) if has(sem) else None, torch.cat(inst) if has(inst) else None).to(device)
+                 torch.cat(sem) if has(sem) else None, torch.cat(inst) if has(inst) else None,
+                 torch.cat(centre) if any_centre else None).to(device)
 
 
 def _norm_act(c: int, cfg: SegmentorConfig) -> list[nn.Module]:
@@ -241,7 +247,8 @@ class VoteSegmentor(nn.Module):
             return out
         out = {k: (v.float() if v.is_floating_point() else v) for k, v in out.items()}
         with torch.autocast(batch.xyz.device.type, enabled=False):
-            losses = segmentor_loss(out, batch.xyz, batch.semantic, batch.instance, batch.batch_idx, self.loss_cfg)
+            losses = segmentor_loss(out, batch.xyz, batch.semantic, batch.instance, batch.batch_idx, self.loss_cfg,
+                                    None if batch.centre_offset is None else batch.xyz + batch.centre_offset)
             del losses["loss"]  # the trainer sums what the model returns
             if cscs_targets is not None:
                 losses["loss_cscs"] = cscs_weight * cscs_point_loss(out["sem_logits"], cscs_targets, out["valid"])

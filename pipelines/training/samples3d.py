@@ -34,6 +34,7 @@ class Sample3D:
     gt_semantic: np.ndarray | None = None
     gt_instance: np.ndarray | None = None
     cscs_2d: np.ndarray | None = None  # (n, C) float32 2D teacher probabilities (NaN = none)
+    centre_offset: np.ndarray | None = None  # (n, 3) float32 to the labels' instance centre (NaN: its mean)
     num_points: int = 0  # points in the whole frame
 
     def __len__(self) -> int:
@@ -57,6 +58,12 @@ def frame_sample(frame: Frame, labels=None, points: PointSetConfig = PointSetCon
                                        f"match the frame's {len(p)} points (mismatched label shard; rerun the stage)")
         s.semantic = labels.semantic[keep]
         s.instance = labels.instance[keep] if labels.instance is not None else np.zeros(len(keep), np.int32)
+        centre = getattr(labels, "centre", None)  # scored labels (TWIST): a target centre per instance
+        if centre is not None and len(centre):
+            k = s.instance.astype(np.int64)
+            given = np.where((k > 0)[:, None], np.asarray(centre, np.float32)[np.clip(k - 1, 0, len(centre) - 1)],
+                             np.nan)
+            s.centre_offset = (given - s.xyz).astype(np.float32)
     if frame.gt.point_semantic is not None and frame.gt.point_instance is not None:
         s.gt_semantic, s.gt_instance = frame.gt.point_semantic[keep], frame.gt.point_instance[keep]
     if cscs_2d is not None:

@@ -103,6 +103,8 @@ def _sample_dict(s) -> dict:
          "semantic": s.semantic.astype(np.int64), "instance": s.instance.astype(np.int64)}
     if s.cscs_2d is not None:
         d["cscs"] = s.cscs_2d
+    if s.centre_offset is not None:
+        d["centre_offset"] = s.centre_offset
     return d
 
 
@@ -211,7 +213,7 @@ class Train3DTrainer(Trainer):
     def run_step(self, samples) -> dict[str, torch.Tensor]:
         cfg, step = self.cfg, self.state["step"]
         rng = np.random.default_rng([cfg.seed, self.state["epoch"], step + 1])
-        frames = [augment_frame(_sample_dict(s), rng, cfg.augment) for s in samples]
+        frames = [augment_frame(_sample_dict(s), rng, cfg.augment, offset_keys=("centre_offset",)) for s in samples]
         batch = make_batch(frames, self.device)
         targets, weight = None, 0.0
         if cfg.cscs.round is not None and step >= cfg.cscs.start_step and all("cscs" in f for f in frames):

@@ -127,6 +127,23 @@ def test_twist_labelled_subset_trains_on_its_ground_truth_and_is_recorded(labell
                                                                 "twist.label_frames": "[nope]"}), show_progress=False)
 
 
+def test_samples_carry_the_centres_of_scored_labels(labelled):
+    from mwsis.data.schema.labels import FrameLabels
+
+    ds = open_dataset(labelled)
+    frame = ds.frame(ds.frame_ids[0], images=False)
+    spg = LabelShard(ds, "spg", ds.manifest.shards[0].name).labels(0)
+    k = int(spg.instance.max())
+    centre = np.full((k, 3), np.nan, np.float32)
+    centre[0] = [1.0, 2.0, 3.0]
+    scored = FrameLabels(spg.frame_id, spg.semantic, spg.instance, centre=centre, inst_score=np.ones(k, np.float32))
+    s = frame_sample(frame, scored)
+    one = s.instance == 1
+    assert one.any() and np.allclose(s.xyz[one] + s.centre_offset[one], [1.0, 2.0, 3.0], atol=1e-5)
+    assert np.isnan(s.centre_offset[~one]).all()
+    assert frame_sample(frame, spg).centre_offset is None
+
+
 def test_ddp_two_processes_with_torchrun(labelled, tmp_path):
     """torchrun with 2 CPU processes (gloo): each rank trains on its own shards, rank 0 checkpoints."""
     import subprocess

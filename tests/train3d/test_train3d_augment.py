@@ -69,3 +69,18 @@ def test_seeded_and_configurable():
                          flip_y_prob=0.0, shuffle=False)
     fl = augment_frame(f, np.random.default_rng(5), flip)
     assert np.allclose(fl["xyz"], f["xyz"] * np.array([-1, 1, 1], np.float32))
+
+
+def test_a_given_centre_moves_with_its_points():
+    """TWIST's centres travel as per-point offsets: after any augmentation, point + offset is the transformed
+    centre (and NaN rows, points without a given centre, stay NaN)."""
+    from mwsis.train3d.augment import AugmentConfig, augment_frame
+
+    rng = np.random.default_rng(3)
+    xyz = rng.normal(size=(50, 3)).astype(np.float32) * 5
+    centre = np.array([2.0, -1.0, 0.5], np.float32)
+    off = np.where((np.arange(50) < 30)[:, None], centre - xyz, np.nan).astype(np.float32)
+    out = augment_frame({"xyz": xyz, "centre_offset": off}, rng, AugmentConfig(), offset_keys=("centre_offset",))
+    moved = out["affine"].points(centre[None])[0]
+    given = out["centre_offset"][:, 0] == out["centre_offset"][:, 0]
+    assert given.sum() == 30 and np.allclose(out["xyz"][given] + out["centre_offset"][given], moved, atol=1e-4)

@@ -138,3 +138,23 @@ def test_focal_class_balance_weighs_only_positives():
     e = 0.5 * np.log(2)
     assert float(plain) == pytest.approx(12 * e / 12)
     assert float(balanced) == pytest.approx((11 * e + 3 * e) / 12)
+
+
+def test_given_centres_change_only_the_vote_targets_of_their_instances():
+    import torch
+
+    from mwsis.train3d.losses import LossConfig, segmentor_loss
+
+    torch.manual_seed(0)
+    n = 40
+    xyz = torch.randn(n, 3)
+    sem = torch.tensor([0] * 20 + [1] * 10 + [3] * 10)
+    inst = torch.tensor([1] * 20 + [2] * 10 + [0] * 10)
+    out = {"sem_logits": torch.randn(n, 3), "votes": torch.randn(n, 3, 3), "valid": torch.ones(n, dtype=torch.bool)}
+    base = segmentor_loss(out, xyz, sem, inst, cfg=LossConfig())
+    nan = torch.full((n, 3), float("nan"))
+    assert segmentor_loss(out, xyz, sem, inst, cfg=LossConfig(), given_centre=nan)["loss_vote"] == base["loss_vote"]
+    given = nan.clone()
+    given[:20] = torch.tensor([5.0, 5.0, 0.0])
+    moved = segmentor_loss(out, xyz, sem, inst, cfg=LossConfig(), given_centre=given)
+    assert moved["loss_vote"] != base["loss_vote"] and moved["loss_sem"] == base["loss_sem"]
