@@ -254,8 +254,10 @@ class VoteSegmentor(nn.Module):
                 losses["loss_cscs"] = cscs_weight * cscs_point_loss(out["sem_logits"], cscs_targets, out["valid"])
         return losses
 
-    def outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """dict(sem_logits (N, C), votes (N, C, 3) sign-sqrt encoded offsets, valid (N,) bool)."""
+    def outputs(self, batch: Batch, with_features: bool = False) -> dict[str, torch.Tensor]:
+        """dict(sem_logits (N, C), votes (N, C, 3) sign-sqrt encoded offsets, valid (N,) bool), and with
+        ``with_features`` the per-point features (N, F) the heads read (TWIST's re-correction input; 0 where
+        not valid)."""
         import spconv.pytorch as sp
 
         cfg = self.cfg
@@ -265,7 +267,10 @@ class VoteSegmentor(nn.Module):
         n, c = batch.xyz.shape[0], cfg.num_classes
         valid = vox.valid
         if vox.num_voxels == 0:
-            return dict(sem_logits=batch.xyz.new_zeros((n, c)), votes=batch.xyz.new_zeros((n, c, 3)), valid=valid)
+            out = dict(sem_logits=batch.xyz.new_zeros((n, c)), votes=batch.xyz.new_zeros((n, c, 3)), valid=valid)
+            if with_features:
+                out["features"] = batch.xyz.new_zeros((n, self.conv_seg.in_features))
+            return out
         vfeat = self.vfe(batch.xyz, batch.feats, vox)
         x = sp.SparseConvTensor(vfeat.contiguous(), vox.coords.contiguous(), cfg.voxel.sparse_shape, batch.batch_size)
         y = self.backbone(x)
@@ -275,4 +280,7 @@ class VoteSegmentor(nn.Module):
         seg, vote = self.conv_seg(h), self.voting(h).view(-1, c, 3)  # dtype follows autocast, if any
         sem = seg.new_zeros((n, c)).index_put((valid,), seg)
         votes = vote.new_zeros((n, c, 3)).index_put((valid,), vote)
-        return dict(sem_logits=sem, votes=votes, valid=valid)
+        out = dict(sem_logits=sem, votes=votes, valid=valid)
+        if with_features:
+            out["features"] = h.new_zeros((n, h.shape[1])).index_put((valid,), h)
+        return out

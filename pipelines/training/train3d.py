@@ -14,6 +14,7 @@ import logging
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,9 +28,11 @@ from ...train3d.ema import EMAConfig
 from ...train3d.infer import InferConfig
 from ...train3d.losses import LossConfig
 from ...train3d.model import SegmentorConfig, VoteSegmentor, make_batch
+from ...train3d.twist import RecorrectionConfig, RecorrectionNet
 from ...data.label_store import check_label_shards
 from .samples3d import GROUND_TRUTH, iter_samples
 from .cscs_exchange import CSCSRoundHook
+from .twist_round import TwistHook
 from .distributed import barrier
 from .trainer import Hook, Trainer
 from .run import autocast, load_run_teacher
@@ -59,14 +62,26 @@ class CSCS2DConfig:
 
 @dataclass(frozen=True)
 class TwistConfig:
-    """TWIST (Chu et al., CVPR 2023; extensions.md §3) in the 3D trainer. So far: the fully labelled subset,
-    a seeded fraction ``label_fraction`` of all frames (``twist_update.labelled_subset``) or the frames named
-    in ``label_frames``, which train on their ground truth; the resolved list is in the run's summary."""
+    """TWIST (Chu et al., CVPR 2023; extensions.md §3) in the 3D trainer (``twist_round.py``): the fully
+    labelled subset, a seeded fraction ``label_fraction`` of all frames (``twist_update.labelled_subset``) or
+    the frames named in ``label_frames``, trains on its ground truth (the resolved list is in ``run.json``);
+    from ``start_epoch`` on, every ``every`` epochs, a round relabels the other frames from the teacher's
+    proposals that Ψ is certain of. Exclusive with PVC (both rewrite the labels the trainer reads)."""
 
     enabled: bool = False
     label_fraction: float = field(default=0.05, metadata={"range": (0.0, 1.0)})  # rho
     label_frames: tuple[str, ...] | None = None  # explicit frame ids instead of the fraction
     subset_seed: int = 0  # the same frames for every training seed, so seeds compare
+    start_epoch: int | None = None  # None = half the epochs (as PVC's E_s)
+    every: int = field(default=1, metadata={"range": (1, None)})
+    certainty_thresh: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # keep v̂ > 0.5 (TWIST)
+    sem_iou_thresh: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # L_sem only above (TWIST)
+    mutation: tuple[float, ...] = field(default=(0.7, 1.3), metadata={"length": 2, "range": (0.0, None)})
+    uncovered: Literal["ignore", "keep"] = "ignore"  # points in no kept proposal; "keep": their current labels
+    psi: RecorrectionConfig = field(default_factory=RecorrectionConfig)
+    psi_lr: float = field(default=0.003, metadata={"range": (0.0, None)})  # AdamW (TWIST: SGD 0.005, 10k steps)
+    psi_steps: int = field(default=200, metadata={"range": (0, None)})  # per round
+    psi_batch: int = field(default=64, metadata={"range": (1, None)})  # proposals per step
 
 
 @dataclass(frozen=True)
@@ -159,8 +174,14 @@ class Train3DTrainer(Trainer):
     def __init__(self, data, out, cfg: Train3DConfig, hooks=()):
         self.skipped: set[str] = set()  # frames without usable points: warned about once each, counted in the summary
         super().__init__(data, out, cfg, hooks)
+        if cfg.twist.enabled:  # Ψ and its optimizer live beside the model, in every checkpoint
+            self.psi = RecorrectionNet(self.model.conv_seg.in_features, cfg.twist.psi).to(self.device)
+            self.psi_optimizer = torch.optim.AdamW(self.psi.parameters(), lr=cfg.twist.psi_lr)
 
     def check_inputs(self) -> None:
+        if self.cfg.twist.enabled and self.cfg.pvc.enabled:
+            raise ValueError("twist.enabled and pvc.enabled: TWIST rounds and PVC both rewrite the labels the "
+                             "trainer reads; set pvc.enabled=false")
         if self.cfg.labels != GROUND_TRUTH:
             check_label_shards(self.ds, self.cfg.labels, self.positions)
 
@@ -196,7 +217,12 @@ class Train3DTrainer(Trainer):
         # CSCS 2D -> 3D: "latest" is re-resolved at each epoch start (a 2D job beside this one exports new rounds,
         # see train2d's export.every); the round each epoch used is kept in state["cscs_rounds"]
         cscs = [CSCSRoundHook(self.ds, "2d", self.cfg.cscs.round)] if self.cfg.cscs.round is not None else []
-        return [*cscs, PVCHook()]
+        return [*cscs, PVCHook(), TwistHook()]
+
+    def parts(self) -> dict:
+        if not self.cfg.twist.enabled:
+            return super().parts()
+        return {**super().parts(), "psi": self.psi, "psi_optimizer": self.psi_optimizer}
 
     def batches(self, epoch: int):
         rng = np.random.default_rng([self.cfg.seed, epoch, 0])
@@ -239,6 +265,8 @@ class Train3DTrainer(Trainer):
             out["cscs_rounds"] = self.state["cscs_rounds"]
         if self.state.get("labelled_frames"):
             out["labelled_frames"] = self.state["labelled_frames"]
+        if self.state.get("twist_rounds"):
+            out["twist_rounds"] = self.state["twist_rounds"]
         log.info("train-3d: %d steps on %s in %.1f s, final loss %.4f", out["steps"], self.device, out["seconds"],
                  out["last"].get("loss", float("nan")))
         return out

@@ -123,8 +123,28 @@ def test_twist_labelled_subset_trains_on_its_ground_truth_and_is_recorded(labell
         else:
             assert (s.semantic == spg.semantic).all()
     with pytest.raises(ValueError, match="twist.label_frames: 1 frame id"):
-        train_3d(labelled, tmp_path / "run2", _cfg(epochs=1, **{"twist.enabled": "true",
+        train_3d(labelled, tmp_path / "run2", _cfg(epochs=1, **{"twist.enabled": "true", "pvc.enabled": "false",
                                                                 "twist.label_frames": "[nope]"}), show_progress=False)
+
+
+def test_a_twist_round_relabels_the_other_frames_from_scored_proposals(labelled, tmp_path):
+    data = tmp_path / "twist"
+    shutil.copytree(labelled, data)
+    sets = {"pvc.enabled": "false", "twist.enabled": "true", "twist.label_fraction": 0.5, "twist.psi_steps": 5,
+            "twist.uncovered": "keep"}
+    summary = train_3d(data, tmp_path / "run", _cfg(epochs=2, max_steps_per_epoch=2, **sets), show_progress=False)
+    assert summary["labels"] == "twist" and summary["twist_rounds"] == [1]
+    ds = open_dataset(data)
+    chosen = set(summary["labelled_frames"])
+    for info in ds.manifest.shards:
+        twist, spg = LabelShard(ds, "twist", info.name), LabelShard(ds, "spg", info.name)
+        assert twist.metadata["config"] == {"twist": {"round": 1, "base": "spg"}}
+        for i, lab in enumerate(twist):
+            assert lab.inst_score is not None and len(lab.centre) >= int(lab.instance.max(initial=0))
+            if lab.frame_id in chosen:  # trained on its ground truth: the file keeps its base labels
+                assert (lab.semantic == spg.labels(i).semantic).all()
+    with pytest.raises(ValueError, match="set pvc.enabled=false"):
+        train_3d(data, tmp_path / "run2", _cfg(epochs=2, **{"twist.enabled": "true"}), show_progress=False)
 
 
 def test_samples_carry_the_centres_of_scored_labels(labelled):

@@ -1,0 +1,192 @@
+"""A TWIST round in the 3D trainer (Chu et al., CVPR 2023, §3; extensions.md §3.3): the hook that turns the
+EMA teacher's predictions into proposal-level pseudo labels, beside the PVC loop and exclusive with it.
+
+Per round, over this rank's shards:
+
+1. the teacher predicts every frame; its vote-shifted clustering (``infer.cluster_instances``, the per-class
+   CCL standing in for TWIST's BFS) gives the proposals (Module A);
+2. on the fully labelled frames, the re-correction network Ψ (``train3d.twist``) trains on the proposals and
+   their box mutations, towards each one's IoU with its true instance and that instance's class (Module B);
+3. on the other frames, Ψ scores each proposal, and the certain ones rewrite their points' labels and centres
+   (``pseudolabel.twist_update.proposal_update``, Module C); the rest are ignored, or keep the trainer's
+   current labels (``twist.uncovered: keep``, mwsis's hybrid mode);
+4. the result is written as ``labels/twist`` (scored shards: centres and certainties), which training reads
+   from then on. The labelled frames keep training on their ground truth.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ...data.frame import BACKGROUND, IGNORE
+from ...data.label_store import LabelShard, write_label_shard
+from ...data.schema.labels import FrameLabels
+from ...pseudolabel.twist_update import mutate_box, proposal_targets, proposal_update
+from ...train3d.infer import cluster_instances, predict_semantic
+from ...train3d.losses import decode_votes
+from ...train3d.model import make_batch
+from ...train3d.twist import augment_proposals, recorrection_loss
+from ... import __version__
+from .samples3d import GROUND_TRUTH, frame_sample
+from .trainer import Hook
+
+log = logging.getLogger(__name__)
+
+TWIST_STAGE = "twist"
+
+
+@torch.no_grad()
+def _teacher_proposals(model, sample, infer_cfg, device) -> dict:
+    """The teacher's view of one sample: proposals (n,) (0 none), shifted positions (n, 3), features (n, F)."""
+    batch = make_batch([{"xyz": sample.xyz, "intensity": sample.intensity, "elongation": sample.elongation}], device)
+    out = model.outputs(batch, with_features=True)
+    probs = torch.sigmoid(out["sem_logits"].float()).cpu().numpy()
+    offsets = decode_votes(out["votes"].float()).cpu().numpy()
+    semantic = predict_semantic(probs, infer_cfg.score_thresh)
+    instance, _, _ = cluster_instances(sample.xyz, semantic, offsets, probs, infer_cfg)
+    cls = np.clip(semantic.astype(np.int64), 0, offsets.shape[1] - 1)
+    shifted = sample.xyz + offsets[np.arange(len(cls)), cls]
+    return {"proposal": instance, "shifted": shifted, "features": out["features"].float().cpu()}
+
+
+def _proposal_rows(sample, view, rng, mutation) -> list[tuple[np.ndarray, float, int]]:
+    """(member indices, IoU target, class target) of each proposal of a labelled sample and of one box mutation
+    of it (Module B's augmentation)."""
+    rows = []
+    for j in range(1, int(view["proposal"].max(initial=0)) + 1):
+        members = np.flatnonzero(view["proposal"] == j)
+        if not len(members):
+            continue
+        for m in (members, mutate_box(sample.xyz, members, rng.uniform(*mutation))):
+            if not len(m):
+                continue
+            prop = np.zeros(len(sample.xyz), np.int32)
+            prop[m] = 1
+            iou, cls = proposal_targets(prop, sample.gt_semantic, sample.gt_instance)
+            rows.append((m, float(iou[0]), int(cls[0])))
+    return rows
+
+
+def _psi_batch(view, rows, device):
+    xyz = torch.as_tensor(np.concatenate([view["xyz"][m] for m, _, _ in rows]), dtype=torch.float32, device=device)
+    feats = torch.cat([view["features"][torch.as_tensor(m)] for m, _, _ in rows]).to(device)
+    owner = torch.as_tensor(np.concatenate([np.full(len(m), k) for k, (m, _, _) in enumerate(rows)]), device=device)
+    return xyz, feats, owner
+
+
+def train_psi(psi, optimizer, labelled: list[tuple], cfg, rng, device) -> dict[str, float]:
+    """``cfg.psi_steps`` steps of Ψ on the labelled frames' proposal rows; ``labelled``: [(view, rows)]."""
+    labelled = [(v, r) for v, r in labelled if r]
+    if not labelled:
+        return {}
+    psi.train()
+    last = {}
+    for step in range(cfg.psi_steps):
+        view, rows = labelled[step % len(labelled)]
+        pick = [rows[k] for k in rng.choice(len(rows), size=min(cfg.psi_batch, len(rows)), replace=False)]
+        xyz, feats, owner = _psi_batch(view, pick, device)
+        g = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
+        xyz = augment_proposals(xyz.cpu(), owner.cpu(), len(pick), g).to(device)
+        cls_logits, cert_logits = psi(xyz, feats, owner, len(pick))
+        losses = recorrection_loss(cls_logits, cert_logits, torch.tensor([r[1] for r in pick], device=device),
+                                   torch.tensor([r[2] for r in pick], device=device), cfg.sem_iou_thresh)
+        loss = losses["loss_sc"] + losses["loss_sem"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        last = {k: float(v.detach()) for k, v in losses.items()}
+    return last
+
+
+@torch.no_grad()
+def score_proposals(psi, view, device) -> tuple[np.ndarray, np.ndarray]:
+    """Ψ's (class (K,), certainty (K,)) for every proposal of one sample."""
+    k = int(view["proposal"].max(initial=0))
+    if k == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    rows = [(np.flatnonzero(view["proposal"] == j), 0.0, -1) for j in range(1, k + 1)]
+    psi.eval()
+    cls_logits, cert_logits = psi(*_psi_batch(view, rows, device), k)
+    return cls_logits.argmax(1).cpu().numpy(), torch.sigmoid(cert_logits).cpu().numpy()
+
+
+def frame_update(sample, view, cls, certainty, cfg, base=None) -> FrameLabels:
+    """Module C on one sample, back in the frame's point order (points the model does not see: ignored, or
+    their base label in the hybrid mode)."""
+    n = sample.num_points
+    keep_base = base is not None and cfg.uncovered == "keep"
+    sem_s, inst_s, centre, score = proposal_update(
+        view["shifted"], view["proposal"], cls, certainty, cfg.certainty_thresh,
+        base.semantic[sample.point_index] if keep_base else None,
+        base.instance[sample.point_index] if keep_base else None)
+    semantic = np.full(n, IGNORE, np.int8)
+    instance = np.zeros(n, np.int32)
+    if keep_base:  # outside the model's points, too
+        semantic[:] = np.where(base.semantic == BACKGROUND, BACKGROUND, IGNORE)
+    semantic[sample.point_index], instance[sample.point_index] = sem_s, inst_s
+    return FrameLabels(sample.frame_id, semantic=semantic, instance=instance, centre=centre, inst_score=score)
+
+
+def _unchanged(frame, base: FrameLabels | None) -> FrameLabels:
+    """A frame the round does not relabel, in the scored layout: its base labels (ignored without any)."""
+    if base is None:
+        n = len(frame.points)
+        return FrameLabels(frame.frame_id, np.full(n, IGNORE, np.int8), np.zeros(n, np.int32),
+                           centre=np.zeros((0, 3), np.float32), inst_score=np.zeros(0, np.float32))
+    k = int(base.instance.max(initial=0))
+    return FrameLabels(frame.frame_id, base.semantic, base.instance, centre=np.full((k, 3), np.nan, np.float32),
+                       inst_score=np.ones(k, np.float32))
+
+
+class TwistHook(Hook):
+    """From ``twist.start_epoch`` on, every ``twist.every`` epochs: a TWIST round over this rank's shards."""
+
+    def after_epoch(self, trainer, epoch: int) -> None:
+        cfg = trainer.cfg.twist
+        start = trainer.cfg.epochs // 2 if cfg.start_epoch is None else cfg.start_epoch
+        done = epoch + 1
+        if not cfg.enabled or done < start or (done - start) % max(cfg.every, 1) or done >= trainer.cfg.epochs:
+            return
+        run_twist_round(trainer, done)
+
+
+def run_twist_round(trainer, rnd: int) -> None:
+    """One round (module docstring); writes ``labels/twist`` for this rank's shards and trains on it."""
+    cfg, tcfg, ds, device = trainer.cfg, trainer.cfg.twist, trainer.ds, trainer.device
+    teacher = trainer.teacher.model.eval()
+    labelled = set(trainer.state.get("labelled_frames", ()))
+    base_stage = trainer.state["labels"]
+    rng = np.random.default_rng([cfg.seed, rnd, 7])
+    views: dict[int, list] = {}  # shard position -> [(frame, sample or None, teacher view)]
+    for pos in trainer.positions:
+        views[pos] = []
+        for frame in ds.shard(pos).iter_frames(images=False):
+            if not cfg.points.eligible(frame.points).any():  # nothing the model sees: labels stay
+                views[pos].append((frame, None, None))
+                continue
+            s = frame_sample(frame, None, cfg.points)
+            views[pos].append((frame, s, {**_teacher_proposals(teacher, s, cfg.infer, device), "xyz": s.xyz}))
+    rows = [(v, _proposal_rows(s, v, rng, tcfg.mutation)) for vs in views.values() for f, s, v in vs
+            if s is not None and f.frame_id in labelled and s.gt_semantic is not None]
+    losses = train_psi(trainer.psi, trainer.psi_optimizer, rows, tcfg, rng, device)
+    kept = total = 0
+    for pos in trainer.positions:
+        info = ds.manifest.shards[pos]
+        base = LabelShard(ds, base_stage, info.name) if base_stage != GROUND_TRUTH else None
+        out = []
+        for i, (frame, s, view) in enumerate(views[pos]):
+            b = base.labels(i) if base is not None else None
+            if s is None or frame.frame_id in labelled:  # trained on its ground truth, or not seen at all
+                out.append(_unchanged(frame, b))
+                continue
+            cls, cert = score_proposals(trainer.psi, view, device)
+            kept += int((cert > tcfg.certainty_thresh).sum())
+            total += len(cert)
+            out.append(frame_update(s, view, cls, cert, tcfg, b))
+        write_label_shard(ds.root, TWIST_STAGE, info.name, out, {"twist": {"round": rnd, "base": base_stage}},
+                          __version__, {"frames": info.sha256}, scored=True)
+    trainer.state["labels"] = TWIST_STAGE
+    trainer.state.setdefault("twist_rounds", []).append(rnd)
+    log.info("twist round %d: %d of %d proposals kept; psi %s", rnd, kept, total, losses)
