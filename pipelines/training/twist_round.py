@@ -48,7 +48,7 @@ def _teacher_proposals(model, sample, infer_cfg, device) -> dict:
     instance, _, _ = cluster_instances(sample.xyz, semantic, offsets, probs, infer_cfg)
     cls = np.clip(semantic.astype(np.int64), 0, offsets.shape[1] - 1)
     shifted = sample.xyz + offsets[np.arange(len(cls)), cls]
-    return {"proposal": instance, "shifted": shifted, "features": out["features"].float().cpu()}
+    return {"proposal": instance, "shifted": shifted, "features": out["features"].float().cpu(), "probs": probs}
 
 
 def _proposal_rows(sample, view, rng, mutation) -> list[tuple[np.ndarray, float, int]]:
@@ -190,3 +190,36 @@ def run_twist_round(trainer, rnd: int) -> None:
     trainer.state["labels"] = TWIST_STAGE
     trainer.state.setdefault("twist_rounds", []).append(rnd)
     log.info("twist round %d: %d of %d proposals kept; psi %s", rnd, kept, total, losses)
+
+
+def label_variants(model, psi, psi_optimizer, ds, cfg, labelled: set[str], device, seed: int = 0) -> dict:
+    """TWIST's ablation on one teacher (extensions.md §3.4): for every frame outside ``labelled``, the labels of
+    the naive point-threshold update (PVC's 0.4 / 0.6), of Module C alone (every proposal kept, the teacher's
+    class, score = its mean class probability) and of B + C (Ψ trained here on the labelled frames, then
+    certain proposals only). Returns {variant: [(frame, FrameLabels)]} in the sample's point order."""
+    from ...pseudolabel.twist_update import naive_update
+
+    tcfg = cfg.twist
+    rng = np.random.default_rng([seed, 11])
+    views = []
+    for frame in ds.iter_frames(images=False):
+        if cfg.points.eligible(frame.points).any():
+            s = frame_sample(frame, None, cfg.points)
+            views.append((frame, s, {**_teacher_proposals(model, s, cfg.infer, device), "xyz": s.xyz}))
+    rows = [(v, _proposal_rows(s, v, rng, tcfg.mutation)) for f, s, v in views if f.frame_id in labelled]
+    train_psi(psi, psi_optimizer, rows, tcfg, rng, device)
+    out = {"naive": [], "C": [], "B+C": []}
+    for frame, s, v in views:
+        if frame.frame_id in labelled:
+            continue
+        probs, k = v["probs"], int(v["proposal"].max(initial=0))
+        out["naive"].append((frame, s, naive_update(probs, v["proposal"], v["shifted"])))
+        cls = np.array([probs[v["proposal"] == j].mean(0).argmax() for j in range(1, k + 1)], np.int64)
+        mean_p = np.array([probs[v["proposal"] == j].max(1).mean() for j in range(1, k + 1)], np.float32)
+        # Module C alone: every proposal kept (certainty 1 > threshold), ranked by its mean class probability
+        sem, inst, centre, _ = proposal_update(v["shifted"], v["proposal"], cls, np.ones(k, np.float32), 0.5)
+        out["C"].append((frame, s, (sem, inst, centre, mean_p)))
+        psi_cls, cert = score_proposals(psi, v, device)
+        out["B+C"].append((frame, s, proposal_update(v["shifted"], v["proposal"], psi_cls, cert,
+                                                     tcfg.certainty_thresh)))
+    return out

@@ -147,6 +147,25 @@ def test_a_twist_round_relabels_the_other_frames_from_scored_proposals(labelled,
         train_3d(data, tmp_path / "run2", _cfg(epochs=2, **{"twist.enabled": "true"}), show_progress=False)
 
 
+def test_twist_label_variants_cover_every_unlabelled_frame(labelled):
+    from mwsis.pipelines.training.twist_round import label_variants
+    from mwsis.train3d.model import VoteSegmentor
+    from mwsis.train3d.twist import RecorrectionNet
+
+    cfg = _cfg(**{"twist.enabled": "true", "twist.psi_steps": 2})
+    torch.manual_seed(0)
+    model = VoteSegmentor(cfg.model, cfg.loss).eval()
+    psi = RecorrectionNet(model.conv_seg.in_features, cfg.twist.psi)
+    ds = open_dataset(labelled)
+    out = label_variants(model, psi, torch.optim.AdamW(psi.parameters()), ds, cfg, {ds.frame_ids[0]},
+                         torch.device("cpu"))
+    assert set(out) == {"naive", "C", "B+C"}
+    for rows in out.values():
+        assert [f.frame_id for f, _, _ in rows] == ds.frame_ids[1:]
+        for _, s, (sem, inst, centre, score) in rows:
+            assert len(sem) == len(inst) == len(s) and len(centre) == len(score) >= int(inst.max(initial=0))
+
+
 def test_samples_carry_the_centres_of_scored_labels(labelled):
     from mwsis.data.schema.labels import FrameLabels
 
