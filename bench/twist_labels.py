@@ -26,6 +26,20 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ["SPG", "naive", "C", "B+C"]
 
 
+def markdown(rec: dict) -> str:
+    """The table of ``docs/experiments/twist-labels.json`` (``bench/update_readme.py`` writes it)."""
+    def pct(r, k):
+        return f"{100 * r['mean'][k]:.1f} ± {100 * r['half_spread'][k]:.1f}"
+
+    lines = ["| labels of the unlabelled frames | pseudo AP50 | pseudo AP |", "|---|---|---|"]
+    lines += [f"| {r['name']} | {pct(r, 'ap50')} | {pct(r, 'ap')} |" for r in rec["rows"]]
+    m, c = rec["machine"], rec["config"]
+    lines += ["", f"Mean ± half the spread over seeds {rec['seeds']}; {c['frames']} tiny frames, "
+              f"{int(100 * c['label_fraction'])} % labelled, the teacher after {c['epochs']} epochs. "
+              f"Wall time {rec['seconds'] / 60:.1f} min on {m['cpu']} ({m['cores']} cores)."]
+    return "\n".join(lines) + "\n"
+
+
 def _score(items, num_classes: int) -> dict:
     from mwsis.pseudolabel.metrics import InstanceAP, instances_from_labels
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RENDERERS = {"experiment-3d": "experiment_3d.py", "experiment-2d": "experiment_2d.py"}
-PROBES = {"regime-2d": "probe_2d.py"}  # one-seed probes that chose (or failed to choose) a regime
+PROBES = {"regime-2d": "probe_2d.py",  # one-seed probes that chose (or failed to choose) a regime
+          "twist-labels": "twist_labels.py"}  # label-side ablations outside the experiment rows
 
 
 def renderer(script: str):
