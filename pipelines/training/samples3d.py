@@ -98,19 +98,23 @@ def gt_labels(frame: Frame, shard_path) -> _GTLabels:
 
 def iter_samples(ds: Dataset, labels: str | None, positions: list[int], rng: np.random.Generator | None = None,
                  points: PointSetConfig = PointSetConfig(), cscs_round: int | None = None,
-                 skipped: set | None = None, gt_frames: frozenset[str] = frozenset()) -> Iterator[Sample3D]:
+                 skipped: set | None = None, gt_frames: frozenset[str] = frozenset(),
+                 only: frozenset[str] | None = None) -> Iterator[Sample3D]:
     """Samples of the given shards; with ``rng`` the shard order and the frame order within each shard are
     shuffled (whole-dataset shuffles would need every shard open at once). ``labels`` names a label stage,
     or :data:`GROUND_TRUTH` for the frames' own ground truth. With ``skipped`` given, a frame without
     points the model can use (none in range and seen by a camera) is left out, warned about once, and its
     id added to the set; without it, such a frame is an error. Frames in ``gt_frames`` (TWIST's fully
-    labelled subset) take their ground truth whatever ``labels`` says."""
+    labelled subset) take their ground truth whatever ``labels`` says; with ``only``, the other frames are
+    left out."""
     for info, shard, rows in shuffled_shards(ds, positions, rng):
         lab = LabelShard(ds, labels, info.name) if labels and labels != GROUND_TRUTH else None
         pred = PredictionShard(ds, "2d", cscs_round, info.name) if cscs_round is not None else None
         if lab is not None and len(lab) != len(shard):
             raise ShardError(lab.path, f"{len(lab)} frames, frame shard {info.path} has {len(shard)} (mismatched shard)")
         for i in rows:
+            if only is not None and info.frame_ids[int(i)] not in only:
+                continue
             frame = shard.frame(int(i), images=False)
             if skipped is not None and not points.eligible(frame.points).any():
                 if frame.frame_id not in skipped:

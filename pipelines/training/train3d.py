@@ -35,7 +35,7 @@ from .cscs_exchange import CSCSRoundHook
 from .twist_round import TwistHook
 from .distributed import barrier
 from .trainer import Hook, Trainer
-from .run import autocast, load_run_teacher
+from .run import autocast, latest_checkpoint, load_checkpoint, load_run_teacher
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,9 @@ class TwistConfig:
     psi_lr: float = field(default=0.003, metadata={"range": (0.0, None)})  # AdamW (TWIST: SGD 0.005, 10k steps)
     psi_steps: int = field(default=200, metadata={"range": (0, None)})  # per round
     psi_batch: int = field(default=64, metadata={"range": (1, None)})  # proposals per step
+    # MWSIS Fig. 7 ("few full labels"): train on the labelled frames alone (from scratch, or fine-tuning a
+    # box-supervised run given as init_weights)
+    labelled_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class Train3DConfig:
     # spconv's CPU path runs hundreds of small matrix products per step; OpenMP threads make them slower,
     # badly so on a busy machine (measured: first step 9-50 s with 2 threads under load, 0.1 s with 1)
     cpu_threads: int = field(default=1, metadata={"range": (1, None)})
+    init_weights: str | None = None  # a run directory (its newest checkpoint) or checkpoint file: start from its model
     model: SegmentorConfig = field(default_factory=SegmentorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -186,10 +190,22 @@ class Train3DTrainer(Trainer):
             check_label_shards(self.ds, self.cfg.labels, self.positions)
 
     def num_steps_per_epoch(self) -> int:
-        return math.ceil(sum(self.ds.manifest.shards[p].frames for p in self.positions) / self.cfg.frames_per_step)
+        if self.cfg.twist.enabled and self.cfg.twist.labelled_only:
+            mine = set(self.positions)
+            frames = sum(self.ds.locate(f)[0] in mine for f in self._labelled_frames())
+        else:
+            frames = sum(self.ds.manifest.shards[p].frames for p in self.positions)
+        return math.ceil(frames / self.cfg.frames_per_step)
 
     def build_model(self) -> torch.nn.Module:
-        return VoteSegmentor(self.cfg.model, self.cfg.loss)
+        model = VoteSegmentor(self.cfg.model, self.cfg.loss)
+        if self.cfg.init_weights:  # e.g. a box-supervised run to fine-tune on the labelled frames
+            path = Path(self.cfg.init_weights)
+            ckpt = latest_checkpoint(path) if path.is_dir() else path
+            if ckpt is None:
+                raise ValueError(f"init_weights: {path} holds no checkpoint")
+            model.load_state_dict(load_checkpoint(ckpt)["model"])
+        return model
 
     def build_optimizer(self):
         cfg = self.cfg
@@ -227,8 +243,10 @@ class Train3DTrainer(Trainer):
     def batches(self, epoch: int):
         rng = np.random.default_rng([self.cfg.seed, epoch, 0])
         buf = []
+        gt_frames = frozenset(self.state.get("labelled_frames", ()))
+        only = gt_frames if self.cfg.twist.enabled and self.cfg.twist.labelled_only else None
         for s in iter_samples(self.ds, self.state["labels"], self.positions, rng, self.cfg.points, self.cscs_round,
-                              self.skipped, frozenset(self.state.get("labelled_frames", ()))):
+                              self.skipped, gt_frames, only):
             buf.append(s)
             if len(buf) == self.cfg.frames_per_step:
                 yield buf

@@ -166,6 +166,27 @@ def test_twist_label_variants_cover_every_unlabelled_frame(labelled):
             assert len(sem) == len(inst) == len(s) and len(centre) == len(score) >= int(inst.max(initial=0))
 
 
+def test_few_full_labels_train_on_the_labelled_frames_alone_from_given_weights(labelled, tmp_path):
+    """MWSIS Fig. 7's rows: a box-supervised run fine-tuned on the labelled frames alone (init_weights)."""
+    box = tmp_path / "box"
+    train_3d(labelled, box, _cfg(epochs=1, max_steps_per_epoch=1, **{"pvc.enabled": "false"}), show_progress=False)
+    sets = {"pvc.enabled": "false", "twist.enabled": "true", "twist.label_fraction": 0.5,
+            "twist.labelled_only": "true", "init_weights": str(box), "frames_per_step": 1}
+    summary = train_3d(labelled, tmp_path / "fine", _cfg(epochs=1, **sets), show_progress=False)
+    assert summary["steps"] == 2 == len(summary["labelled_frames"])  # one step per labelled frame
+    start = load_checkpoint(latest_checkpoint(box))["model"]
+    fine = load_checkpoint(latest_checkpoint(tmp_path / "fine"))["model"]
+    assert any(not torch.equal(start[k], fine[k]) for k in start)
+    # at learning rate 0 the weights are the given ones (BN statistics still move)
+    still = train_3d(labelled, tmp_path / "still", _cfg(epochs=1, **{**sets, "max_lr": 0.0}), show_progress=False)
+    kept = load_checkpoint(latest_checkpoint(tmp_path / "still"))["model"]
+    assert still["steps"] == 2 and all(torch.equal(start[k], kept[k]) for k in start if "running" not in k
+                                       and "num_batches" not in k)
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        train_3d(labelled, tmp_path / "x", _cfg(epochs=1, **{**sets, "init_weights": str(tmp_path)}),
+                 show_progress=False)
+
+
 def test_samples_carry_the_centres_of_scored_labels(labelled):
     from mwsis.data.schema.labels import FrameLabels
 
