@@ -28,14 +28,21 @@ def _gt_labels(frame, scores):
                        inst_score=np.asarray(scores(k), np.float32))
 
 
-def test_scored_shards_round_trip_and_others_keep_their_schema(tiny_dataset, tmp_path):
+def _first_shard(tiny_dataset, tmp_path, scores, edit=lambda rows: None):
+    """A copy of the tiny dataset whose first shard has a scored ``twist`` label shard (``edit`` may damage it)."""
     ds_root = tmp_path / "ds"
     shutil.copytree(tiny_dataset, ds_root)
     ds = open_dataset(ds_root)
-    shard = ds.manifest.shards[0].name
-    frames = list(ds.iter_shards())[0].iter_frames(images=False)
-    rows = [_gt_labels(f, lambda k: np.linspace(1, 0.1, k)) for f in frames]
-    write_label_shard(ds_root, "twist", shard, rows, {}, "test", {"frames": ds.manifest.shards[0].sha256}, scored=True)
+    info = ds.manifest.shards[0]
+    rows = [_gt_labels(f, scores) for f in ds.shard(0).iter_frames(images=False)]
+    edit(rows)
+    write_label_shard(ds_root, "twist", info.name, rows, {}, "test", {"frames": info.sha256}, scored=True)
+    return ds, info.name, rows
+
+
+def test_scored_shards_round_trip_and_others_keep_their_schema(tiny_dataset, tmp_path):
+    ds, shard, rows = _first_shard(tiny_dataset, tmp_path, lambda k: np.linspace(1, 0.1, k))
+    ds_root = ds.root
     back = list(LabelShard(ds, "twist", shard))
     assert back[0].centre.shape == rows[0].centre.shape and back[0].centre[0].tolist() == [1, 2, 3]
     assert np.isnan(back[0].centre[1:]).all() and back[0].inst_score.tolist() == pytest.approx(rows[0].inst_score)
@@ -47,14 +54,10 @@ def test_scored_shards_round_trip_and_others_keep_their_schema(tiny_dataset, tmp
 
 
 def test_a_scored_row_without_a_score_per_instance_is_refused_on_read(tiny_dataset, tmp_path):
-    ds_root = tmp_path / "ds"
-    shutil.copytree(tiny_dataset, ds_root)
-    ds = open_dataset(ds_root)
-    shard = ds.manifest.shards[0].name
-    frames = list(ds.iter_shards())[0].iter_frames(images=False)
-    rows = [_gt_labels(f, lambda k: np.ones(max(k - 1, 0))) for f in frames]  # one score short
-    rows[0].centre = rows[0].centre[:-1]
-    write_label_shard(ds_root, "twist", shard, rows, {}, "test", {"frames": ds.manifest.shards[0].sha256}, scored=True)
+    def drop_last_centre(rows):
+        rows[0].centre = rows[0].centre[:-1]
+
+    ds, shard, _ = _first_shard(tiny_dataset, tmp_path, lambda k: np.ones(max(k - 1, 0)), drop_last_centre)
     with pytest.raises(ShardError, match=r"twist.*row 0: frame .*column 'centre' holds \d+ instances"):
         LabelShard(ds, "twist", shard).labels(0)
 
