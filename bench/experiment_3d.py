@@ -6,6 +6,10 @@ predict-3d and PVC use; the student is reported beside it so that a lagging teac
     full supervision (trained on the ground truth: the upper bound) | CCL | SPG | SPG + PVC | SPG + PVC + RSC
     | CCL labels | SPG labels (the pseudo labels themselves, on the held-out frames)
 
+TWIST's rows (issue 14; ``--rows`` picks them, ``--record`` names their record): SPG + 5 % full labels (the
+labelled frames' ground truth, no round: the control) | SPG + TWIST (hybrid: rounds every 2 epochs from the
+middle, points in no kept proposal keep their labels).
+
 Each PVC run gets its own copy of the training set (the PVC loop writes ``labels/pvc`` and prediction rounds
 into it). Writes ``docs/experiments/experiment-3d.json`` (``--record``) and ``OUT/report.md``; rerunning
 resumes finished runs.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # row -> train-3d overrides (labels, PVC); the RSC row is the PVC run evaluated with RSC
 TRAINED = {"full supervision": ["labels=gt", "pvc.enabled=false"], "CCL": ["labels=ccl", "pvc.enabled=false"],
            "SPG": ["labels=spg", "pvc.enabled=false"], "SPG + PVC": ["labels=spg", "pvc.enabled=true"]}
+_FIVE = ["labels=spg", "pvc.enabled=false", "twist.enabled=true", "twist.label_fraction=0.05"]
+TRAINED_TWIST = {"SPG + 5 % full labels": [*_FIVE, "twist.start_epoch=1000"],
+                 "SPG + TWIST (hybrid)": [*_FIVE, "twist.every=2", "twist.uncovered=keep"]}
+TRAINED.update(TRAINED_TWIST)
 ROWS = [*TRAINED, "SPG + PVC + RSC", "CCL labels", "SPG labels"]
+DEFAULT_ROWS = [r for r in ROWS if r not in TRAINED_TWIST]  # Table 4; TWIST's rows are asked for by name
 PAPER = {"full supervision": 57.6, "CCL": 34.2, "SPG": 42.3, "SPG + PVC + RSC": 46.9}  # MWSIS Tab. 1/4, Waymo val mAP
 
 
@@ -56,7 +66,7 @@ def main() -> None:
                     help="where the regime's train/ and val/ frames are rendered (shared by the experiments)")
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu-bench.yaml")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="train3d override, e.g. epochs=8")
-    ap.add_argument("--rows", nargs="*", default=ROWS, choices=ROWS)
+    ap.add_argument("--rows", nargs="*", default=DEFAULT_ROWS, choices=ROWS)
     ap.add_argument("--record", type=Path, default=ROOT / "docs" / "experiments" / "experiment-3d.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -79,11 +89,11 @@ def main() -> None:
             continue
         for seed in exp.seeds:
             data = train
-            if name == "SPG + PVC":  # PVC writes into its dataset: one copy per run
-                data = args.out / f"train-pvc-seed{seed}"
+            if name == "SPG + PVC" or "TWIST" in name:  # PVC and TWIST write into their dataset: a copy per run
+                data = args.out / f"train-{'pvc' if 'PVC' in name else 'twist'}-seed{seed}"
                 if not data.exists():
                     shutil.copytree(train, data, ignore=shutil.ignore_patterns(".locks", "predictions"))
-            run = args.out / f"run-{name.replace(' ', '').replace('+', '_')}-seed{seed}"
+            run = args.out / f"run-{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}-seed{seed}"
             jobs.append({"train": str(data), "val": str(val), "run": str(run), "config": str(args.config),
                          "sets": [*args.sets, *sets, f"seed={seed}"], "rsc": name == "SPG + PVC"})
             keys.append((name, seed))
@@ -104,7 +114,7 @@ def main() -> None:
         rows.append({"name": name, "seeds": {str(s): r for s, r in per_seed.items()},
                      "summary": {m: summarize({s: r[m] for s, r in per_seed.items()}) for m in models}})
     config = {"experiment": config_to_dict(exp), "train3d": config_to_dict(cfg3), "sets": args.sets}
-    rec = record("experiment-3d", args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config,
+    rec = record(args.record.stem, args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config,
                  config, rows, info, t0, {"train_frames": exp.train_frames, "val_frames": exp.val_frames})
     write_record(args.record, rec)
     md = markdown(rec)
