@@ -157,7 +157,7 @@ def run_twist_round(trainer, rnd: int) -> None:
     cfg, tcfg, ds, device = trainer.cfg, trainer.cfg.twist, trainer.ds, trainer.device
     teacher = trainer.teacher.model.eval()
     labelled = set(trainer.state.get("labelled_frames", ()))
-    base_stage = trainer.state["labels"]
+    base_stage = cfg.labels  # the box labels: every round starts from them (not from the previous round's)
     rng = np.random.default_rng([cfg.seed, rnd, 7])
     views: dict[int, list] = {}  # shard position -> [(frame, sample or None, teacher view)]
     for pos in trainer.positions:
