@@ -147,6 +147,16 @@ def _init_worker(in_pool: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
+def _job(fn: Callable[..., dict], job: dict, parent: int) -> dict:
+    """One job in a pool worker. A trainer catches the SIGTERM that a dead parent sends (PR_SET_PDEATHSIG),
+    checkpoints and returns; with nobody left to take its result the worker would then wait forever, so it
+    exits instead (the checkpoint lets the next run resume)."""
+    res = fn(**job)
+    if os.getppid() != parent:
+        os._exit(1)
+    return res
+
+
 def run_parallel(fn: Callable[..., dict], jobs: list[dict], parallel: int) -> list[dict]:
     """``[fn(**job) for job in jobs]``, ``parallel`` processes at a time (spawned: no torch state is forked).
     A failed job raises here with its arguments named."""
@@ -165,7 +175,7 @@ def run_parallel(fn: Callable[..., dict], jobs: list[dict], parallel: int) -> li
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=parallel, mp_context=ctx, initializer=_init_worker,
                                 initargs=(True,)) as pool:
-        futures = [pool.submit(fn, **job) for job in jobs]
+        futures = [pool.submit(_job, fn, job, os.getpid()) for job in jobs]
         out = []
         for job, fut in zip(jobs, futures):
             try:

@@ -62,11 +62,17 @@ def test_run_parallel_workers_die_with_a_killed_parent(tmp_path):
     import sys
     import time
 
+    # like a trainer, the job catches SIGTERM (PR_SET_PDEATHSIG's signal), stops early and returns
     (tmp_path / "jobs.py").write_text(
-        "import os, time\n"
+        "import os, signal, time\n"
         "def nap(path):\n"
+        "    stop = []\n"
+        "    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))\n"
         "    open(path, 'w').write(str(os.getpid()))\n"
-        "    time.sleep(120)\n"
+        "    for _ in range(1200):\n"
+        "        if stop:\n"
+        "            return {}\n"
+        "        time.sleep(0.1)\n"
         "    return {}\n")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import jobs\n"
             "from mwsis.pipelines.experiments.harness import run_parallel\n"
