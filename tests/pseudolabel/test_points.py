@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import toy_frame
 from mwsis.data.frame import TOP_LIDAR
 from mwsis.pseudolabel.points import POINT_RANGE, PointSetConfig, in_range
 
@@ -20,8 +19,8 @@ def _expected(p, point_range=POINT_RANGE, nlz=True, camera=True):
     return np.array(out)
 
 
-def test_eligible_and_evaluated_follow_the_rule_point_by_point():
-    p = toy_frame(n=2000, seed=3).points
+def test_eligible_and_evaluated_follow_the_rule_point_by_point(toy):
+    p = toy(n=2000, seed=3).points
     p.laser_id[::7] = 2  # some side-LiDAR points
     p.xyz[::11, 2] = 9.0  # some above the slab
     p.xyz[5, 0] = np.nan  # NaN coordinates are out
