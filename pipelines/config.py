@@ -199,7 +199,8 @@ def _read_yaml(path: Path) -> dict:
 
 
 def is_sectioned(data: dict) -> bool:
-    return any(k in SECTIONS or k in META_KEYS or k in SHARED for k in data)
+    # not SHARED: a flat trainer file may set its own ``points`` (Train3DConfig has the field)
+    return any(k in SECTIONS or k in META_KEYS for k in data)
 
 
 def config_layers(spec: str | Path, section: str | None,

@@ -170,6 +170,13 @@ def test_the_points_section_is_shared_and_a_section_may_override_it(tmp_path):
         load_section("stages", f, ["points.point_range=[1, 0, 0, 0, 1, 1]"])
 
 
+def test_a_flat_trainer_file_may_set_its_points(tmp_path):
+    f = tmp_path / "flat.yaml"
+    f.write_text("epochs: 3\npoints: {drop_nlz: false}\n")
+    cfg = load_section("train3d", f)
+    assert cfg.epochs == 3 and cfg.points.drop_nlz is False
+
+
 def test_point_set_keys_of_before_the_move_still_resolve(tmp_path):
     """Configs, --set and run configs written when the point set was part of `spg` keep working."""
     f = tmp_path / "old.yaml"
