@@ -133,14 +133,15 @@ def _die_with_parent() -> None:
 
 
 def _init_worker(in_pool: bool = False) -> None:
+    if in_pool:
+        _die_with_parent()
+        # a fresh process, numba not imported yet: the environment decides its thread count. Set later, the
+        # variable would differ from what numba read at import, and numba raises at the next compile. In the
+        # calling process it must not change at all (numba refuses a new value once its threads run).
+        os.environ["NUMBA_NUM_THREADS"] = "1"
     import numba
     import torch
 
-    if in_pool:
-        _die_with_parent()
-        # a fresh process: numba has not started its threads yet, so the environment still decides their
-        # number. In the calling process it must not change: numba refuses a new value once they run.
-        os.environ["NUMBA_NUM_THREADS"] = "1"
     # one thread per run: spconv's CPU path slows down with OpenMP teams on a shared 2-core machine
     torch.set_num_threads(1)
     numba.set_num_threads(1)

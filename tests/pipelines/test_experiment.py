@@ -52,6 +52,20 @@ def _square(x: int) -> dict:
     return {"x": x * x}
 
 
+def _numba_threads() -> dict:
+    import os
+
+    from numba.core import config
+
+    return {"env": os.environ.get("NUMBA_NUM_THREADS"), "config": config.NUMBA_NUM_THREADS}
+
+
+def test_pool_workers_start_numba_with_one_thread():
+    """The variable must be set before numba is imported in a worker: numba compares it with what it read at
+    import and raises at the next compile ("Cannot set NUMBA_NUM_THREADS ...", a lost experiment job)."""
+    assert run_parallel(_numba_threads, [{}, {}], parallel=2) == [{"env": "1", "config": 1}] * 2
+
+
 def test_run_parallel_keeps_job_order():
     assert run_parallel(_square, [{"x": 3}, {"x": 2}], parallel=2) == [{"x": 9}, {"x": 4}]
     assert run_parallel(_square, [{"x": 5}], parallel=1) == [{"x": 25}]
