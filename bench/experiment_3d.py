@@ -105,7 +105,7 @@ def main() -> None:
         by_row["SPG + PVC + RSC"] = {s: {"teacher_rsc": r.pop("teacher_rsc")} for s, r in by_row["SPG + PVC"].items()}
     rows = []
     for name in args.rows:
-        if name.endswith(" labels"):
+        if name in ("CCL labels", "SPG labels"):  # the label stages themselves, not a trained row
             stage = name.split()[0].lower()
             per_seed = {0: {"labels": evaluate_labels(val, [stage], show_progress=False)[stage]}}
         else:
