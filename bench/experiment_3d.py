@@ -8,7 +8,7 @@ predict-3d and PVC use; the student is reported beside it so that a lagging teac
 
 TWIST's rows (issue 14; ``--rows`` picks them, ``--record`` names their record): SPG + 5 % full labels (the
 labelled frames' ground truth, no round: the control) | SPG + TWIST (hybrid: rounds every 2 epochs from the
-middle, points in no kept proposal keep their labels).
+middle, points in no kept proposal keep their labels) | SPG + TWIST (ignore: those points are ignored).
 
 Each PVC run gets its own copy of the training set (the PVC loop writes ``labels/pvc`` and prediction rounds
 into it). Writes ``docs/experiments/experiment-3d.json`` (``--record``) and ``OUT/report.md``; rerunning
@@ -31,7 +31,8 @@ TRAINED = {"full supervision": ["labels=gt", "pvc.enabled=false"], "CCL": ["labe
            "SPG": ["labels=spg", "pvc.enabled=false"], "SPG + PVC": ["labels=spg", "pvc.enabled=true"]}
 _FIVE = ["labels=spg", "pvc.enabled=false", "twist.enabled=true", "twist.label_fraction=0.05"]
 TRAINED_TWIST = {"SPG + 5 % full labels": [*_FIVE, "twist.start_epoch=1000"],
-                 "SPG + TWIST (hybrid)": [*_FIVE, "twist.every=2", "twist.uncovered=keep"]}
+                 "SPG + TWIST (hybrid)": [*_FIVE, "twist.every=2", "twist.uncovered=keep"],
+                 "SPG + TWIST (ignore)": [*_FIVE, "twist.every=2", "twist.uncovered=ignore"]}
 TRAINED.update(TRAINED_TWIST)
 ROWS = [*TRAINED, "SPG + PVC + RSC", "CCL labels", "SPG labels"]
 DEFAULT_ROWS = [r for r in ROWS if r not in TRAINED_TWIST]  # Table 4; TWIST's rows are asked for by name
@@ -91,6 +92,8 @@ def main() -> None:
             data = train
             if name == "SPG + PVC" or "TWIST" in name:  # PVC and TWIST write into their dataset: a copy per run
                 data = args.out / f"train-{'pvc' if 'PVC' in name else 'twist'}-seed{seed}"
+                if name == "SPG + TWIST (ignore)":
+                    data = args.out / f"train-twist-ignore-seed{seed}"
                 if not data.exists():
                     shutil.copytree(train, data, ignore=shutil.ignore_patterns(".locks", "predictions"))
             run = args.out / f"run-{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}-seed{seed}"
