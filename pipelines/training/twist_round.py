@@ -51,21 +51,30 @@ def _teacher_proposals(model, sample, infer_cfg, device) -> dict:
     return {"proposal": instance, "shifted": shifted, "features": out["features"].float().cpu(), "probs": probs}
 
 
+def _members(proposal: np.ndarray) -> list[np.ndarray]:
+    """The point indices of proposals 1..K, grouped with one sort (not one full-array mask per proposal)."""
+    k = int(proposal.max(initial=0))
+    order = np.argsort(proposal, kind="stable")
+    bounds = np.searchsorted(proposal[order], np.arange(1, k + 2))
+    return [order[bounds[j]:bounds[j + 1]] for j in range(k)]
+
+
 def _proposal_rows(sample, view, rng, mutation) -> list[tuple[np.ndarray, float, int]]:
     """(member indices, IoU target, class target) of each proposal of a labelled sample and of one box mutation
     of it (Module B's augmentation)."""
+    iou, cls = proposal_targets(view["proposal"], sample.gt_semantic, sample.gt_instance)  # all at once
     rows = []
-    for j in range(1, int(view["proposal"].max(initial=0)) + 1):
-        members = np.flatnonzero(view["proposal"] == j)
+    for j, members in enumerate(_members(view["proposal"])):
         if not len(members):
             continue
-        for m in (members, mutate_box(sample.xyz, members, rng.uniform(*mutation))):
-            if not len(m):
-                continue
-            prop = np.zeros(len(sample.xyz), np.int32)
-            prop[m] = 1
-            iou, cls = proposal_targets(prop, sample.gt_semantic, sample.gt_instance)
-            rows.append((m, float(iou[0]), int(cls[0])))
+        rows.append((members, float(iou[j]), int(cls[j])))
+        mutated = mutate_box(sample.xyz, members, rng.uniform(*mutation))  # may overlap others: one at a time
+        if not len(mutated):  # a flat proposal shrunk to nothing
+            continue
+        prop = np.zeros(len(sample.xyz), np.int32)
+        prop[mutated] = 1
+        m_iou, m_cls = proposal_targets(prop, sample.gt_semantic, sample.gt_instance)
+        rows.append((mutated, float(m_iou[0]), int(m_cls[0])))
     return rows
 
 
@@ -106,7 +115,7 @@ def score_proposals(psi, view, device) -> tuple[np.ndarray, np.ndarray]:
     k = int(view["proposal"].max(initial=0))
     if k == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    rows = [(np.flatnonzero(view["proposal"] == j), 0.0, -1) for j in range(1, k + 1)]
+    rows = [(m, 0.0, -1) for m in _members(view["proposal"])]
     psi.eval()
     cls_logits, cert_logits = psi(*_psi_batch(view, rows, device), k)
     return cls_logits.argmax(1).cpu().numpy(), torch.sigmoid(cert_logits).cpu().numpy()
@@ -152,33 +161,42 @@ class TwistHook(Hook):
         run_twist_round(trainer, done)
 
 
+def _view(teacher, frame, cfg, device):
+    """(sample, teacher view) of a frame, or (None, None) when the model sees none of its points."""
+    if not cfg.points.eligible(frame.points).any():
+        return None, None
+    s = frame_sample(frame, None, cfg.points)
+    return s, {**_teacher_proposals(teacher, s, cfg.infer, device), "xyz": s.xyz}
+
+
 def run_twist_round(trainer, rnd: int) -> None:
-    """One round (module docstring); writes ``labels/twist`` for this rank's shards and trains on it."""
+    """One round (module docstring); writes ``labels/twist`` for this rank's shards and trains on it. Frames
+    are predicted one at a time (memory stays bounded on a fleet): first the labelled ones, for Ψ; then the
+    others shard by shard, each relabelled and written as soon as its shard is done."""
     cfg, tcfg, ds, device = trainer.cfg, trainer.cfg.twist, trainer.ds, trainer.device
     teacher = trainer.teacher.model.eval()
     labelled = set(trainer.state.get("labelled_frames", ()))
     base_stage = cfg.labels  # the box labels: every round starts from them (not from the previous round's)
     rng = np.random.default_rng([cfg.seed, rnd, 7])
-    views: dict[int, list] = {}  # shard position -> [(frame, sample or None, teacher view)]
-    for pos in trainer.positions:
-        views[pos] = []
-        for frame in ds.shard(pos).iter_frames(images=False):
-            if not cfg.points.eligible(frame.points).any():  # nothing the model sees: labels stay
-                views[pos].append((frame, None, None))
-                continue
-            s = frame_sample(frame, None, cfg.points)
-            views[pos].append((frame, s, {**_teacher_proposals(teacher, s, cfg.infer, device), "xyz": s.xyz}))
-    rows = [(v, _proposal_rows(s, v, rng, tcfg.mutation)) for vs in views.values() for f, s, v in vs
-            if s is not None and f.frame_id in labelled and s.gt_semantic is not None]
+    mine = set(trainer.positions)
+    rows = []
+    for fid in sorted(labelled, key=ds.locate):  # shard and frame order: the order Ψ's batches are drawn in
+        pos, i = ds.locate(fid)
+        if pos in mine:
+            s, view = _view(teacher, ds.shard(pos).frame(i, images=False), cfg, device)
+            if s is not None and s.gt_semantic is not None:
+                rows.append((view, _proposal_rows(s, view, rng, tcfg.mutation)))
     losses = train_psi(trainer.psi, trainer.psi_optimizer, rows, tcfg, rng, device)
+    del rows
     kept = total = 0
     for pos in trainer.positions:
         info = ds.manifest.shards[pos]
         base = LabelShard(ds, base_stage, info.name) if base_stage != GROUND_TRUTH else None
         out = []
-        for i, (frame, s, view) in enumerate(views[pos]):
+        for i, frame in enumerate(ds.shard(pos).iter_frames(images=False)):
             b = base.labels(i) if base is not None else None
-            if s is None or frame.frame_id in labelled:  # trained on its ground truth, or not seen at all
+            s, view = (None, None) if frame.frame_id in labelled else _view(teacher, frame, cfg, device)
+            if s is None:  # trained on its ground truth, or not seen at all
                 out.append(_unchanged(frame, b))
                 continue
             cls, cert = score_proposals(trainer.psi, view, device)
@@ -201,11 +219,8 @@ def label_variants(model, psi, psi_optimizer, ds, cfg, labelled: set[str], devic
 
     tcfg = cfg.twist
     rng = np.random.default_rng([seed, 11])
-    views = []
-    for frame in ds.iter_frames(images=False):
-        if cfg.points.eligible(frame.points).any():
-            s = frame_sample(frame, None, cfg.points)
-            views.append((frame, s, {**_teacher_proposals(model, s, cfg.infer, device), "xyz": s.xyz}))
+    views = [(f, *_view(model, f, cfg, device)) for f in ds.iter_frames(images=False)]
+    views = [(f, s, v) for f, s, v in views if s is not None]
     rows = [(v, _proposal_rows(s, v, rng, tcfg.mutation)) for f, s, v in views if f.frame_id in labelled]
     train_psi(psi, psi_optimizer, rows, tcfg, rng, device)
     out = {"naive": [], "C": [], "B+C": []}
@@ -214,8 +229,9 @@ def label_variants(model, psi, psi_optimizer, ds, cfg, labelled: set[str], devic
             continue
         probs, k = v["probs"], int(v["proposal"].max(initial=0))
         out["naive"].append((frame, s, naive_update(probs, v["proposal"], v["shifted"])))
-        cls = np.array([probs[v["proposal"] == j].mean(0).argmax() for j in range(1, k + 1)], np.int64)
-        mean_p = np.array([probs[v["proposal"] == j].max(1).mean() for j in range(1, k + 1)], np.float32)
+        groups = _members(v["proposal"])
+        cls = np.array([probs[m].mean(0).argmax() for m in groups], np.int64).reshape(k)
+        mean_p = np.array([probs[m].max(1).mean() for m in groups], np.float32).reshape(k)
         # Module C alone: every proposal kept (certainty 1 > threshold), ranked by its mean class probability
         sem, inst, centre, _ = proposal_update(v["shifted"], v["proposal"], cls, np.ones(k, np.float32), 0.5)
         out["C"].append((frame, s, (sem, inst, centre, mean_p)))

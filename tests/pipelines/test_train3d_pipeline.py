@@ -147,6 +147,14 @@ def test_a_twist_round_relabels_the_other_frames_from_scored_proposals(labelled,
         train_3d(data, tmp_path / "run2", _cfg(epochs=2, **{"twist.enabled": "true"}), show_progress=False)
 
 
+def test_proposal_members_are_grouped_by_id():
+    from mwsis.pipelines.training.twist_round import _members
+
+    proposal = np.array([2, 0, 1, 2, 3, 1, 0, 2, 3])
+    assert [m.tolist() for m in _members(proposal)] == [np.flatnonzero(proposal == j).tolist() for j in (1, 2, 3)]
+    assert _members(np.zeros(4, np.int32)) == []
+
+
 def test_twist_label_variants_cover_every_unlabelled_frame(labelled):
     from mwsis.pipelines.training.twist_round import label_variants
     from mwsis.train3d.model import VoteSegmentor
