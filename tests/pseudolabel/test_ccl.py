@@ -98,11 +98,10 @@ def test_largest_component_per_box_class_radii_and_ties():
         largest_component_per_box(xyz, c, np.array([0, 1, 2, 0, 7]))
 
 
-def test_largest_component_matches_per_box_scipy_on_random_boxes():
-    rng = np.random.default_rng(5)
-    n, k = 2000, 25
-    xyz = rng.uniform(0, 15, (n, 3)).astype(np.float32)
-    pairs = {(int(p), int(b)) for b in range(k) for p in rng.choice(n, int(rng.integers(0, 200)), replace=False)}
+def _assert_matches_scipy_per_box(rng, xyz, k: int, max_claims: int) -> None:
+    """Random claims of ``k`` boxes on ``xyz``: each box keeps exactly scipy's largest component."""
+    n = len(xyz)
+    pairs = {(int(p), int(b)) for b in range(k) for p in rng.choice(n, int(rng.integers(0, max_claims)), replace=False)}
     c = _claims(pairs, n, k)
     cls = rng.integers(0, 3, k)
     radii = (0.6, 0.1, 0.4)
@@ -113,8 +112,12 @@ def test_largest_component_matches_per_box_scipy_on_random_boxes():
             if sel.size == 0:
                 continue
             lab = _scipy_labels(xyz[c.point[sel]], radii[cls[b]], mode)
-            best = np.argmax(np.bincount(lab))
-            assert (keep[sel] == (lab == best)).all()
+            assert (keep[sel] == (lab == np.argmax(np.bincount(lab)))).all(), (mode, b)
+
+
+def test_largest_component_matches_per_box_scipy_on_random_boxes():
+    rng = np.random.default_rng(5)
+    _assert_matches_scipy_per_box(rng, rng.uniform(0, 15, (2000, 3)).astype(np.float32), k=25, max_claims=200)
 
 
 def test_exclusive_order_withdraws_taken_points_except_same_owner():
@@ -234,20 +237,8 @@ def test_huge_coordinates_and_coarse_grids(mode):
 
 def test_largest_component_matches_per_box_scipy_on_dense_boxes():
     rng = np.random.default_rng(6)
-    xyz = _dense_cloud(rng, 6000, side=6.0, n_blobs=10).astype(np.float32)
-    n, k = len(xyz), 12
-    pairs = {(int(p), int(b)) for b in range(k) for p in rng.choice(n, int(rng.integers(0, 1500)), replace=False)}
-    c = _claims(pairs, n, k)
-    cls = rng.integers(0, 3, k)
-    radii = (0.6, 0.1, 0.4)
-    for mode in ("xy", "xyz"):
-        keep = largest_component_per_box(xyz, c, cls, radii, mode)
-        for b in range(k):
-            sel = np.flatnonzero(c.box == b)
-            if sel.size == 0:
-                continue
-            lab = _scipy_labels(xyz[c.point[sel]], radii[cls[b]], mode)
-            assert (keep[sel] == (lab == np.argmax(np.bincount(lab)))).all()
+    _assert_matches_scipy_per_box(rng, _dense_cloud(rng, 6000, side=6.0, n_blobs=10).astype(np.float32), k=12,
+                                  max_claims=1500)
 
 
 @pytest.mark.parametrize("mode", ["xy", "xyz"])
