@@ -84,6 +84,16 @@ def _coerce(value: Any, current: Any) -> Any:
     return value
 
 
+def _replace(cfg: Any, head: str, value: Any, key: str) -> Any:
+    """``cfg`` with section ``head`` replaced; a rule across its fields (``__post_init__``) names ``key``."""
+    try:
+        return dataclasses.replace(cfg, **{head: value})
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"key {key!r}: {e}") from None
+
+
 def apply_overrides(cfg: Any, overrides: dict[str, Any], _prefix: str = "") -> Any:
     """Return a copy of dataclass ``cfg`` with dotted-key overrides (``{"optim.lr": 1e-3}``) applied.
 
@@ -101,12 +111,12 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], _prefix: str = "") -> A
         if rest:
             if not dataclasses.is_dataclass(current):
                 raise ConfigError(f"key {_prefix + key!r}: {full!r} is a value, not a section")
-            cfg = dataclasses.replace(cfg, **{head: apply_overrides(current, {rest: value}, f"{full}.")})
+            cfg = _replace(cfg, head, apply_overrides(current, {rest: value}, f"{full}."), _prefix + key)
         elif dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"key {full!r} is a section ({type(current).__name__}); give its fields, "
                                   f"e.g. {full}.{dataclasses.fields(current)[0].name}=...")
-            cfg = dataclasses.replace(cfg, **{head: apply_overrides(current, value, f"{full}.")})
+            cfg = _replace(cfg, head, apply_overrides(current, value, f"{full}."), full)
         else:
             try:
                 value = _coerce(check_field(type(cfg), head, value, full), current)

@@ -102,6 +102,51 @@ class IPGConfig:
 
 
 @dataclass(frozen=True)
+class CopyPasteConfig:
+    """SIM's online weak copy-paste (seeds/004 Eq. 9-11, extensions.md §1.2): a FIFO bank of ``bank`` recent
+    images' instances with their corrected pseudo masks and score S_k; each training image gets the
+    instances of one drawn entry pasted in, about ``frac`` of them clamped to [``min``, ``max``], drawn in
+    proportion to S_k. ``loss_weight`` is lambda_2."""
+
+    enabled: bool = False
+    bank: int = field(default=100, metadata={"range": (1, None)})
+    frac: float = field(default=0.25, metadata={"range": (0.0, 1.0)})
+    min: int = field(default=1, metadata={"range": (1, None)})
+    max: int = field(default=3, metadata={"range": (1, None)})
+    loss_weight: float = field(default=1.0, metadata={"range": (0.0, None)})
+    min_score: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # ours: instances below are not banked
+
+    def __post_init__(self):
+        if self.min > self.max:
+            raise ValueError(f"copy_paste.min ({self.min}) is above copy_paste.max ({self.max})")
+
+
+@dataclass(frozen=True)
+class SIMConfig:
+    """SIM (Li, He et al., CVPR 2023; seeds/004, extensions.md §1): class prototypes over the EMA teacher's
+    mask features give a semantic map M_S that corrects each instance map before it becomes a target:
+    M^ = (1 - alpha) M_S + alpha M_I (Eq. 7), thresholded with IPG's tau_low/tau_high, loss BCE + dice with
+    weight lambda_1 (Eq. 8) in place of IPG's. On top of IPG: its warm-up stands in for SIM's 10k iterations.
+
+    ``temperature``: the paper says 0.1 in the text and is best at 1.0 in its Table 8 (0.1 saturates the
+    sigmoid; at 1.0 M_S stays in [0.27, 0.73] and mostly modulates M_I); both were measured (README).
+    ``use_score``: the instance map's weights s exp(mu IoU) (IPG's, with the detection score) or SIM's own
+    exp(mu IoU) (False). Sinkhorn's eps and iterations are unstated in the paper (SwAV's values)."""
+
+    enabled: bool = False
+    num_prototypes: int = field(default=10, metadata={"range": (1, None)})  # L
+    temperature: float = field(default=0.1, metadata={"range": (1e-4, None)})  # tau of Eq. 1
+    sinkhorn_eps: float = field(default=0.05, metadata={"range": (1e-4, None)})
+    sinkhorn_iters: int = field(default=3, metadata={"range": (1, None)})
+    proto_momentum: float = field(default=0.999, metadata={"range": (0.0, 1.0)})  # gamma of Eq. 5
+    alpha: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    mu: float = field(default=5.0, metadata={"range": (0.0, None)})
+    use_score: bool = True
+    loss_weight: float = field(default=0.5, metadata={"range": (0.0, None)})  # lambda_1
+    copy_paste: CopyPasteConfig = field(default_factory=CopyPasteConfig)
+
+
+@dataclass(frozen=True)
 class CSCSConfig:
     """CSCS, MWSIS Eq. 5-7 (method.md §8). ``lo``/``hi``: a (point, class) is ignored only when both the
     student and the teacher probability lie in [lo, hi]. Loss weights are alpha_3 (3D->2D, applied in the
@@ -136,11 +181,19 @@ class Model2DConfig:
     boxinst: BoxInstConfig = field(default_factory=BoxInstConfig)
     ipg: IPGConfig = field(default_factory=IPGConfig)
     cscs: CSCSConfig = field(default_factory=CSCSConfig)
+    sim: SIMConfig = field(default_factory=SIMConfig)
     head_channels: int = 256  # FCOS tower width (= FPN channels in the paper)
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     bgr: bool = False  # True if the network input channels are BGR (caffe weights)
     size_divisibility: int = 32
+
+    def __post_init__(self):
+        if (self.sim.enabled or self.sim.copy_paste.enabled) and not self.ipg.enabled:
+            raise ValueError("model.sim needs model.ipg.enabled: SIM corrects IPG's instance maps and uses its "
+                             "warm-up and thresholds")
+        if self.sim.copy_paste.enabled and not self.sim.enabled:
+            raise ValueError("model.sim.copy_paste needs model.sim.enabled: it pastes SIM's corrected masks")
 
     @staticmethod
     def tiny(**overrides) -> "Model2DConfig":

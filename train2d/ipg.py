@@ -19,6 +19,7 @@ from __future__ import annotations
 
 
 import torch
+from torchvision.ops import box_iou
 
 
 def ipg_weights(scores: torch.Tensor, ious: torch.Tensor, gt_inds: torch.Tensor, num_gt: int,
@@ -72,3 +73,18 @@ def ipg_loss(mask_logits: torch.Tensor, pseudo_maps: torch.Tensor, tau_low: floa
 def ipg_active(iteration: int | None, warmup_iters: int) -> bool:
     """The pseudo-mask loss is on from iteration ``warmup_iters`` (authors: 17772) on."""
     return iteration is None or iteration >= warmup_iters
+
+
+def pseudo_mask_iou(pseudo_maps: torch.Tensor, gt_masks: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor,
+                    tau_high: float = 0.7, crowd_iou: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Diagnostics of the pseudo masks (not a loss): IoU of each box's target-1 pixels (> tau_high) with its
+    true mask, (K,H,W) x2 -> (K,); and ``crowded`` (K,) bool, boxes whose IoU with another box of the same
+    class exceeds ``crowd_iou`` (where spill onto a neighbour shows, extensions.md §1.4)."""
+    pred, gt = pseudo_maps > tau_high, gt_masks > 0.5
+    inter = (pred & gt).flatten(1).sum(1)
+    union = (pred | gt).flatten(1).sum(1)
+    iou = inter.float() / union.clamp(min=1).float()
+    overlap = box_iou(boxes, boxes) if len(boxes) else boxes.new_zeros(0, 0)
+    same = classes.reshape(-1, 1) == classes.reshape(1, -1)
+    same.fill_diagonal_(False)
+    return iou, ((overlap > crowd_iou) & same.to(overlap.device)).any(1)

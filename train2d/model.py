@@ -164,7 +164,9 @@ class BoxInstModel(nn.Module):
             return logits.sum() * 0.0
         target = _per_gt([m.to(logits) for m in teacher_outputs["pseudo_masks"]], im[keep], gi[keep])
         out = ipg_loss(logits[keep], target, ic.tau_low, ic.tau_high)
-        return ic.loss_weight * (out["bce"] + out["dice"])
+        # SIM's Eq. 8 is the same loss on its corrected maps, at lambda_1 instead of IPG's alpha_2
+        weight = self.cfg.sim.loss_weight if self.cfg.sim.enabled else ic.loss_weight
+        return weight * (out["bce"] + out["dice"])
 
     def _cscs_loss(self, logits, im, gi, targets, iteration):
         cc = self.cfg.cscs
@@ -193,12 +195,15 @@ class BoxInstModel(nn.Module):
 
     # ------------------------------------------------------------------ teacher (IPG) and per-box masks
     def mask_probs_for_boxes(self, images: torch.Tensor, targets: list[dict], topk_per_img: int | None = None,
-                             fallback: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                             fallback: bool = False, k: float | None = None, use_score: bool = True,
+                             with_feats: bool = False):
         """IPG Eq. 1 per GT box: for each image, ``(maps (K, H/4, W/4), valid (K,))``: the weighted mask
         probability map of each box from its FCOS positive samples (top ``max(topk // K, 1)`` per box,
-        w = s exp(k IoU) normalised). ``valid`` is False for a box without positives (no pseudo mask), unless
+        w = s exp(k IoU) normalised; ``k`` defaults to ``ipg.k``; ``use_score=False`` drops s: SIM's Eq. 6
+        weights exp(mu IoU)). ``valid`` is False for a box without positives (no pseudo mask), unless
         ``fallback``: then such a box uses the single location nearest its centre on the level whose size
-        range holds max(w, h) / 2 (useful for predict-2d on small boxes). Run under ``torch.no_grad``."""
+        range holds max(w, h) / 2 (useful for predict-2d on small boxes). ``with_feats``: returns
+        ``(list, mask_feats (B, D, H/8, W/8))``. Run under ``torch.no_grad``."""
         cfg = self.cfg
         flat, mask_feats = self._run(images)
         labels, reg_t, gt_inds = self._assign(flat, targets)
@@ -224,9 +229,10 @@ class BoxInstModel(nn.Module):
             if not sel.any():
                 out.append((probs.new_zeros(K, h4, w4), torch.zeros(K, dtype=torch.bool, device=probs.device)))
                 continue
-            w = ipg_weights(s[sel], iou[sel], gi[sel], K, cfg.ipg.k)
+            score = s[sel] if use_score else torch.ones_like(s[sel])
+            w = ipg_weights(score, iou[sel], gi[sel], K, cfg.ipg.k if k is None else k)
             out.append(ipg_pseudo_masks(probs[sel], w, gi[sel], K))
-        return out
+        return (out, mask_feats) if with_feats else out
 
     def _add_fallback(self, flat, targets, im, loc, gi):
         extra_im, extra_loc, extra_g = [], [], []
@@ -253,7 +259,10 @@ class BoxInstModel(nn.Module):
         Keys: ``pseudo_masks`` / ``pseudo_valid`` (per image, IPG maps at stride 4 and validity per GT) and
         ``class_maps`` / ``class_present`` (per image, P_j = max over the GTs of class j of M_g, (C,H/4,W/4),
         the 2D->3D CSCS target to sample with ``cscs.sample_at_projections(..., stride=4)``)."""
-        res = self.mask_probs_for_boxes(images, targets)
+        return self.teacher_dict(self.mask_probs_for_boxes(images, targets), targets)
+
+    def teacher_dict(self, res: list[tuple[torch.Tensor, torch.Tensor]], targets: list[dict]) -> dict:
+        """``ipg_teacher_outputs``'s dict from per-image (pseudo maps (K,h,w), valid (K,))."""
         out = {"pseudo_masks": [m for m, _ in res], "pseudo_valid": [v for _, v in res],
                "class_maps": [], "class_present": []}
         for (m, v), t in zip(res, targets):

@@ -159,6 +159,27 @@ def autocast(device: torch.device, cpu_bf16: bool = False):
     return contextlib.nullcontext()
 
 
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether the CPU has native bf16 arithmetic (the ``avx512_bf16`` or ``amx_bf16`` flag, Linux); None
+    where it cannot be told."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def warn_emulated_bf16(device: torch.device, cpu_bf16: bool) -> bool:
+    """Log a warning when ``cpu_bf16`` asks for bf16 on a CPU without native bf16 (oneDNN emulates it there,
+    slower than fp32). Returns whether it warned."""
+    if device.type == "cpu" and cpu_bf16 and cpu_has_bf16() is False:
+        log.warning("cpu_bf16 is set but this CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag): "
+                    "bf16 is emulated, slower than fp32; set cpu_bf16: false")
+        return True
+    return False
+
+
 def setup_run(data: Path, device_name: str | None, cpu_threads: int, seed: int):
     """What both trainers do first: join DDP if launched so, pick the device, set CPU threads, seed, open the
     dataset and take this rank's shards (r, r + W, ...). Returns (dist, device, dataset, shard positions)."""

@@ -20,15 +20,17 @@ import torch.nn.functional as F
 
 from ...data.label_store import check_label_shards
 from ...train2d.config import Model2DConfig
-from ...train2d.ipg import ipg_active
+from ...train2d.ipg import ipg_active, pseudo_mask_iou
 from ...train2d.model import BoxInstModel
+from ...train2d.sim import sim_teacher_outputs
+from ...train2d.sim_prototypes import PrototypeBank
 from ...train2d.transforms import collate
 from ...train3d.ema import EMAConfig
 from .samples2d import iter_camera_samples, prepare_sample
 from .cscs_exchange import CSCSRoundHook
 from .distributed import barrier
 from .trainer import Hook, Trainer
-from .run import autocast, load_run_teacher
+from .run import autocast, load_run_teacher, warn_emulated_bf16
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,10 @@ class Train2DConfig:
     device: str | None = None
     cpu_threads: int = field(default=2, metadata={"range": (1, None)})
     cpu_bf16: bool = False  # bf16 autocast on CPU too (fp32 by default: see run.autocast)
+    # every N steps (0 = off) log the EMA teacher's pseudo-mask IoU against the true masks (``pseudo_iou``,
+    # and ``pseudo_iou_crowded`` over boxes overlapping another box of their class): a diagnostic of
+    # IPG/SIM in experiments, reading the dataset's true masks (not used for training)
+    track_pseudo_iou: int = field(default=0, metadata={"range": (0, None)})
     model: Model2DConfig = field(default_factory=Model2DConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     export: Export2DConfig = field(default_factory=Export2DConfig)
@@ -164,6 +170,29 @@ class ExportHook(Hook):
             trainer.state.setdefault("export_rounds", []).append(epoch + 1)
 
 
+class DiagnosticsHook(Hook):
+    """Logs what ``run_step`` measured beside the losses (``trainer.step_diagnostics``) with the step."""
+
+    def after_step(self, trainer, metrics: dict[str, float]) -> None:
+        metrics.update(trainer.step_diagnostics)
+        trainer.step_diagnostics = {}
+
+
+def pseudo_iou_metrics(teacher_out: dict, targets: list[dict], images: torch.Tensor, tau_high: float) -> dict:
+    """Mean IoU of the teacher's pseudo masks (> tau_high) with the true masks, over all boxes with both and
+    over the crowded ones (``ipg.pseudo_mask_iou``); NaN where there is none."""
+    gt, gt_valid = rle_target_maps(targets, "gt_masks", images)
+    ious, crowded = [], []
+    for m, v, g, gv, t in zip(teacher_out["pseudo_masks"], teacher_out["pseudo_valid"], gt, gt_valid, targets):
+        iou, crowd = pseudo_mask_iou(m.float(), g, t["boxes"].float().reshape(-1, 4), t["classes"].reshape(-1),
+                                     tau_high)
+        keep = v.to(iou.device) & gv.to(iou.device)
+        ious.append(iou[keep]), crowded.append(crowd[keep])
+    iou, crowd = torch.cat(ious), torch.cat(crowded)
+    mean = lambda x: float(x.mean()) if len(x) else float("nan")  # noqa: E731
+    return {"pseudo_iou": mean(iou), "pseudo_iou_crowded": mean(iou[crowd])}
+
+
 class Train2DTrainer(Trainer):
     """The 2D branch (MWSIS §3.2): ``BoxInstModel`` on each camera image with boxes, BoxInst's box losses (or
     the true masks with ``masks: gt``), IPG from the EMA teacher, CSCS 3D -> 2D when ``cscs_3d`` is set."""
@@ -171,6 +200,7 @@ class Train2DTrainer(Trainer):
     kind = "train-2d"
 
     def check_inputs(self) -> None:
+        warn_emulated_bf16(self.device, self.cfg.cpu_bf16)
         if self.cfg.pseudo_masks == "sam":
             check_label_shards(self.ds, "sam", self.positions)
 
@@ -183,7 +213,15 @@ class Train2DTrainer(Trainer):
         model_cfg = self.cfg.model
         if self.cfg.backbone_weights:
             model_cfg = replace(model_cfg, backbone=replace(model_cfg.backbone, weights_path=self.cfg.backbone_weights))
+        sc = model_cfg.sim
+        # SIM's prototypes (and copy-paste's instance bank) live beside the model, one per rank, checkpointed
+        self.sim_bank = PrototypeBank(model_cfg.num_classes, sc.num_prototypes, model_cfg.condinst.mask_channels,
+                                      self.cfg.seed) if sc.enabled else None
+        self.step_diagnostics: dict[str, float] = {}
         return BoxInstModel(model_cfg)
+
+    def parts(self) -> dict:
+        return {**super().parts(), **({"sim_prototypes": self.sim_bank} if self.sim_bank is not None else {})}
 
     def build_optimizer(self):
         opt = make_optimizer(self.model, self.cfg)
@@ -193,14 +231,15 @@ class Train2DTrainer(Trainer):
         # CSCS 3D -> 2D: "latest" is re-resolved at each epoch start (a 3D job beside this one writes a round at
         # each PVC epoch); the round each epoch used is kept in state["cscs_rounds"]
         cscs = [CSCSRoundHook(self.ds, "3d", self.cfg.cscs_3d)] if self.cfg.cscs_3d else []
-        return [*cscs, ExportHook()]
+        return [*cscs, ExportHook(), DiagnosticsHook()]
 
     def batches(self, epoch: int):
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, epoch, 1])
         buf = []
         for s in iter_camera_samples(self.ds, self.positions, rng, sam=cfg.pseudo_masks == "sam",
-                                     cscs_round=self.cscs_round, gt_masks=cfg.masks == "gt"):
+                                     cscs_round=self.cscs_round,
+                                     gt_masks=cfg.masks == "gt" or cfg.track_pseudo_iou > 0):
             buf.append(prepare_sample(s, cfg, rng, train=True))
             if len(buf) == cfg.images_per_step:
                 yield buf
@@ -220,15 +259,26 @@ class Train2DTrainer(Trainer):
             for t, m in zip(targets, rle_target_maps(targets, "gt_masks", images)[0]):
                 t["mask_targets"] = m
         it = self.state["step"]
-        # the pseudo masks feed only the IPG loss: skip the teacher forward without it and before its warm-up
-        teacher_out = None
-        if cfg.model.ipg.enabled and ipg_active(it, cfg.model.ipg.warmup_iters):
-            with torch.no_grad():
-                teacher_out = (sam_teacher_outputs(targets, images) if cfg.pseudo_masks == "sam"
-                               else self.teacher.model.ipg_teacher_outputs(images, targets))
+        # the pseudo masks feed only the IPG/SIM loss: skip the teacher forward without it and before its
+        # warm-up, except at the steps that track their quality
+        active = cfg.model.ipg.enabled and ipg_active(it, cfg.model.ipg.warmup_iters)
+        track = cfg.track_pseudo_iou > 0 and it % cfg.track_pseudo_iou == 0
+        teacher_out = self.teacher_outputs(images, targets, update=active) if active or track else None
+        if track:
+            self.step_diagnostics = pseudo_iou_metrics(teacher_out, targets, images, cfg.model.ipg.tau_high)
         self.ddp_model.train()
         with autocast(device, cfg.cpu_bf16):
             return self.ddp_model(images, targets, teacher_outputs=teacher_out, iteration=it)
+
+    @torch.no_grad()
+    def teacher_outputs(self, images: torch.Tensor, targets: list[dict], update: bool) -> dict:
+        """The EMA teacher's pseudo masks: SAM's, SIM's corrected maps (``update``: move the prototypes), or
+        IPG's instance maps."""
+        if self.cfg.pseudo_masks == "sam":
+            return sam_teacher_outputs(targets, images)
+        if self.sim_bank is not None:
+            return sim_teacher_outputs(self.teacher.model, self.sim_bank, images, targets, self.cfg.model, update)
+        return self.teacher.model.ipg_teacher_outputs(images, targets)
 
     def summary(self, res: dict) -> dict:
         out = super().summary(res)

@@ -79,3 +79,19 @@ def test_prediction_shards_round_trip_and_rounds(tiny_dataset, tmp_path):
     np.testing.assert_allclose(probs[0], rows[0][1][0], atol=1e-3)
     with pytest.raises(ValueError, match="expected"):
         write_prediction_shard(root, "3d", 4, shard.name, [(fid, np.zeros((5, 2)))], (3,), {})
+
+
+def test_bf16_warning_follows_the_cpu_flags(tmp_path, monkeypatch, caplog):
+    from mwsis.pipelines.training import run as run_mod
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert run_mod.cpu_has_bf16(info) is False
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert run_mod.cpu_has_bf16(info) is True
+    assert run_mod.cpu_has_bf16(tmp_path / "missing") is None
+    monkeypatch.setattr(run_mod, "cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert run_mod.warn_emulated_bf16(torch.device("cpu"), True)
+    assert "no native bf16" in caplog.text
+    assert not run_mod.warn_emulated_bf16(torch.device("cpu"), False)
