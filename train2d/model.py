@@ -13,6 +13,8 @@ Targets, one dict per image, in network-input coordinates (see ``transforms.prep
         ORIGINAL-image pixels and the 3D EMA teacher's class probabilities -> ``loss_cscs_3d_to_2d``
     mask_targets (K,H/4,W/4) optional: true instance masks at the logits' stride -> full supervision:
         ``loss_mask`` (CondInst's dice) replaces BoxInst's ``loss_prj``/``loss_pairwise`` (upper-bound rows)
+    pasted (K,) bool, paste_masks (K,H/4,W/4), occluded (K,H/4,W/4) optional: SIM's copy-paste
+        (``sim_copypaste.paste_instances``) -> ``loss_paste`` on the pasted objects
 The model holds no iteration counter: pass ``iteration`` (warm-ups) explicitly.
 """
 from __future__ import annotations
@@ -93,7 +95,8 @@ class BoxInstModel(nn.Module):
         return self.mask_head(mask_feats, flat["params"][im, loc], flat["locations"][loc], flat["levels"][loc], im,
                               MASK_FEAT_STRIDE)
 
-    def _rgb(self, images, targets):
+    def input_rgb(self, images: torch.Tensor, targets: list[dict]) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 255]: each target's ``image_rgb``, else the de-normalised input."""
         rgb = images * self.pixel_std + self.pixel_mean
         if self.cfg.bgr:
             rgb = rgb[:, [2, 1, 0]]
@@ -143,13 +146,15 @@ class BoxInstModel(nn.Module):
             return losses
         losses["loss_prj"] = bx.loss_prj_weight * projection_loss(logits, bm) + zero
         with torch.no_grad():
-            sim = color_similarity(self._rgb(images, targets), self._valid_region(images, targets), stride,
+            sim = color_similarity(self.input_rgb(images, targets), self._valid_region(images, targets), stride,
                                    bx.pairwise_size, bx.pairwise_dilation)
         pw = pairwise_loss(logits, bm, sim[im], bx.pairwise_color_thresh, bx.pairwise_size, bx.pairwise_dilation)
         losses["loss_pairwise"] = bx.loss_pairwise_weight * warmup_factor(iteration, bx.pairwise_warmup_iters) * pw \
             + zero
         if teacher_outputs is not None and cfg.ipg.enabled:
             losses["loss_pseudo"] = self._ipg_loss(logits, im, gi, teacher_outputs, iteration) + zero
+        if all("paste_masks" in t for t in targets):
+            losses["loss_paste"] = self._paste_loss(logits, im, gi, targets) + zero
         if any("points_uv" in t for t in targets):
             losses["loss_cscs_3d_to_2d"] = self._cscs_loss(logits, im, gi, targets, iteration) + zero
         return losses
@@ -167,6 +172,17 @@ class BoxInstModel(nn.Module):
         # SIM's Eq. 8 is the same loss on its corrected maps, at lambda_1 instead of IPG's alpha_2
         weight = self.cfg.sim.loss_weight if self.cfg.sim.enabled else ic.loss_weight
         return weight * (out["bce"] + out["dice"])
+
+    def _paste_loss(self, logits, im, gi, targets):
+        """SIM's L_paste (seeds/004 Eq. 10): the positives of pasted objects learn their pasted masks."""
+        if logits.shape[0] == 0:
+            return logits.sum() * 0.0
+        pasted = _per_gt([t["pasted"].to(logits.device) for t in targets], im, gi)
+        if not pasted.any():
+            return logits.sum() * 0.0
+        target = _per_gt([t["paste_masks"].to(logits) for t in targets], im[pasted], gi[pasted])
+        out = ipg_loss(logits[pasted], target, self.cfg.ipg.tau_low, self.cfg.ipg.tau_high)
+        return self.cfg.sim.copy_paste.loss_weight * (out["bce"] + out["dice"])
 
     def _cscs_loss(self, logits, im, gi, targets, iteration):
         cc = self.cfg.cscs

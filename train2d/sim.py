@@ -56,6 +56,8 @@ def sim_teacher_outputs(teacher, bank: PrototypeBank, images: torch.Tensor, targ
     for b, ((m_i, valid), t) in enumerate(zip(res, targets)):
         cls = t["classes"].long().reshape(-1).to(m_i.device)
         m_i = m_i.float()
+        if "pasted" in t:  # pasted objects learn their pasted masks (L_paste), not a pseudo mask
+            valid = valid & ~t["pasted"].to(valid.device)
         m_hat = rectify(sem[b, cls], m_i, sc.alpha, bank.initialized[cls])
         if "occluded" in t:
             m_hat = m_hat.masked_fill(t["occluded"].to(m_hat.device), 0.0)

@@ -23,6 +23,7 @@ from ...train2d.config import Model2DConfig
 from ...train2d.ipg import ipg_active, pseudo_mask_iou
 from ...train2d.model import BoxInstModel
 from ...train2d.sim import sim_teacher_outputs
+from ...train2d.sim_copypaste import PasteBank, bank_batch, paste_batch
 from ...train2d.sim_prototypes import PrototypeBank
 from ...train2d.transforms import collate
 from ...train3d.ema import EMAConfig
@@ -86,6 +87,11 @@ class Train2DConfig:
     model: Model2DConfig = field(default_factory=Model2DConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     export: Export2DConfig = field(default_factory=Export2DConfig)
+
+    def __post_init__(self):
+        if self.model.sim.enabled and (self.masks == "gt" or self.pseudo_masks == "sam"):
+            raise ValueError("model.sim corrects the EMA teacher's instance masks: it does not apply with "
+                             "masks: gt (true masks) or pseudo_masks: sam")
 
 
 def sam_teacher_outputs(targets: list[dict], images: torch.Tensor, stride: int = 4) -> dict:
@@ -184,9 +190,13 @@ def pseudo_iou_metrics(teacher_out: dict, targets: list[dict], images: torch.Ten
     gt, gt_valid = rle_target_maps(targets, "gt_masks", images)
     ious, crowded = [], []
     for m, v, g, gv, t in zip(teacher_out["pseudo_masks"], teacher_out["pseudo_valid"], gt, gt_valid, targets):
+        if "occluded" in t:
+            g = g * ~t["occluded"].to(g.device)
         iou, crowd = pseudo_mask_iou(m.float(), g, t["boxes"].float().reshape(-1, 4), t["classes"].reshape(-1),
                                      tau_high)
         keep = v.to(iou.device) & gv.to(iou.device)
+        if "pasted" in t:  # pasted objects have no true mask; occluded pixels are not the object's any more
+            keep = keep & ~t["pasted"].to(iou.device)
         ious.append(iou[keep]), crowded.append(crowd[keep])
     iou, crowd = torch.cat(ious), torch.cat(crowded)
     mean = lambda x: float(x.mean()) if len(x) else float("nan")  # noqa: E731
@@ -217,11 +227,13 @@ class Train2DTrainer(Trainer):
         # SIM's prototypes (and copy-paste's instance bank) live beside the model, one per rank, checkpointed
         self.sim_bank = PrototypeBank(model_cfg.num_classes, sc.num_prototypes, model_cfg.condinst.mask_channels,
                                       self.cfg.seed) if sc.enabled else None
+        self.paste_bank = PasteBank(sc.copy_paste.bank) if sc.copy_paste.enabled else None
         self.step_diagnostics: dict[str, float] = {}
         return BoxInstModel(model_cfg)
 
     def parts(self) -> dict:
-        return {**super().parts(), **({"sim_prototypes": self.sim_bank} if self.sim_bank is not None else {})}
+        extra = {"sim_prototypes": self.sim_bank, "sim_paste_bank": self.paste_bank}
+        return {**super().parts(), **{k: v for k, v in extra.items() if v is not None}}
 
     def build_optimizer(self):
         opt = make_optimizer(self.model, self.cfg)
@@ -250,6 +262,13 @@ class Train2DTrainer(Trainer):
     def run_step(self, samples) -> dict[str, torch.Tensor]:
         cfg, device = self.cfg, self.device
         images, targets = collate(samples)
+        it = self.state["step"]
+        # the pseudo masks feed only the IPG/SIM loss: skip the teacher forward without it and before its
+        # warm-up, except at the steps that track their quality
+        active = cfg.model.ipg.enabled and ipg_active(it, cfg.model.ipg.warmup_iters)
+        if self.paste_bank is not None and active:  # SIM's copy-paste, on the CPU batch
+            images, targets = paste_batch(images, targets, self.paste_bank, cfg.model,
+                                          np.random.default_rng([cfg.seed, it, self.dist.rank, 2]))
         images = images.to(device)
         for t in targets:
             t["boxes"], t["classes"] = t["boxes"].to(device), t["classes"].to(device)
@@ -258,14 +277,12 @@ class Train2DTrainer(Trainer):
         if cfg.masks == "gt":
             for t, m in zip(targets, rle_target_maps(targets, "gt_masks", images)[0]):
                 t["mask_targets"] = m
-        it = self.state["step"]
-        # the pseudo masks feed only the IPG/SIM loss: skip the teacher forward without it and before its
-        # warm-up, except at the steps that track their quality
-        active = cfg.model.ipg.enabled and ipg_active(it, cfg.model.ipg.warmup_iters)
         track = cfg.track_pseudo_iou > 0 and it % cfg.track_pseudo_iou == 0
         teacher_out = self.teacher_outputs(images, targets, update=active) if active or track else None
         if track:
             self.step_diagnostics = pseudo_iou_metrics(teacher_out, targets, images, cfg.model.ipg.tau_high)
+        if self.paste_bank is not None and active:
+            bank_batch(self.paste_bank, self.model.input_rgb(images, targets), targets, teacher_out, cfg.model)
         self.ddp_model.train()
         with autocast(device, cfg.cpu_bf16):
             return self.ddp_model(images, targets, teacher_outputs=teacher_out, iteration=it)

@@ -146,13 +146,14 @@ def test_boxinst_row_skips_the_teacher_forward(ds, tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
-def test_sim_run_resumes_bit_identically_with_its_prototypes(ds, tmp_path):
+def test_sim_run_resumes_bit_identically_with_its_prototypes_and_paste_bank(ds, tmp_path):
     """SIM's prototype bank is part of the checkpoint: a stopped and resumed run ends where an uninterrupted
     one does, prototypes included; the pseudo-mask IoU diagnostic is logged at its steps."""
     full, part = tmp_path / "full", tmp_path / "part"
     cfg = load_config(Train2DConfig, TINY2D, ["epochs=2", "max_steps_per_epoch=2", "model.sim.enabled=true",
                                               "model.sim.proto_momentum=0.5", "track_pseudo_iou=2",
-                                              "model.ipg.tau_high=0.4"])  # the random-init masks pass it
+                                              "model.ipg.tau_high=0.4",  # the random-init masks pass it
+                                              "model.sim.copy_paste.enabled=true", "model.sim.copy_paste.min_score=0"])
     train_2d(ds, full, cfg, show_progress=False)
     train_2d(ds, part, cfg, show_progress=False, stop_after_epoch=1)
     train_2d(ds, part, cfg, resume=True, show_progress=False)
@@ -166,3 +167,10 @@ def test_sim_run_resumes_bit_identically_with_its_prototypes(ds, tmp_path):
     assert [r["step"] for r in ious] == [1, 3]  # steps 0 and 2, logged after them
     assert all(0.0 <= r["value"] <= 1.0 for r in ious)
     assert {"loss_pseudo"} <= {r["name"] for r in rows}
+    # the copy-paste bank fills from step 0 and is pasted from step 1 on; it is checkpointed too
+    paste = [r["value"] for r in rows if r["name"] == "loss_paste"]
+    assert len(paste) == 4 and paste[0] == 0.0 and max(paste[1:]) > 0
+    ea, eb = a["sim_paste_bank"]["entries"], b["sim_paste_bank"]["entries"]
+    assert len(ea) == len(eb) > 0
+    assert all(torch.equal(x["rgb"], y["rgb"]) and torch.equal(x["mask"], y["mask"])
+               for e1, e2 in zip(ea, eb) for x, y in zip(e1, e2))
