@@ -276,6 +276,7 @@ def train_eval_2d(train: str, val: str, run: str, config: str, sets: list[str]) 
     import torch
 
     from ..predict.predict2d import evaluate_2d
+    from .pseudo_quality import pseudo_mask_quality
     from ..training.train2d import Train2DConfig, load_teacher_2d, train_2d
     from ..training.run import load_config
 
@@ -285,4 +286,5 @@ def train_eval_2d(train: str, val: str, run: str, config: str, sets: list[str]) 
     seconds = time.time() - t
     model, cfg = load_teacher_2d(run, torch.device("cpu"))
     res = evaluate_2d(model, val, cfg, torch.device("cpu"), show_progress=False, box_ap=True)
-    return {"steps": summary["steps"], "train_seconds": seconds, "teacher": res}
+    quality = pseudo_mask_quality(run, train)  # the teacher's pseudo masks on training images, per epoch
+    return {"steps": summary["steps"], "train_seconds": seconds, "teacher": res, "pseudo_quality": quality}

@@ -186,7 +186,15 @@ class DiagnosticsHook(Hook):
 
 def pseudo_iou_metrics(teacher_out: dict, targets: list[dict], images: torch.Tensor, tau_high: float) -> dict:
     """Mean IoU of the teacher's pseudo masks (> tau_high) with the true masks, over all boxes with both and
-    over the crowded ones (``ipg.pseudo_mask_iou``); NaN where there is none."""
+    over the crowded ones (``pseudo_ious``); NaN where there is none."""
+    iou, crowd = pseudo_ious(teacher_out, targets, images, tau_high)
+    mean = lambda x: float(x.mean()) if len(x) else float("nan")  # noqa: E731
+    return {"pseudo_iou": mean(iou), "pseudo_iou_crowded": mean(iou[crowd])}
+
+
+def pseudo_ious(teacher_out: dict, targets: list[dict], images: torch.Tensor, tau_high: float):
+    """Per box with a pseudo mask and a true mask (pasted ones excluded): (IoU (N,), crowded (N,) bool),
+    ``ipg.pseudo_mask_iou`` against the true masks (``gt_masks`` RLEs) minus pasted pixels."""
     gt, gt_valid = rle_target_maps(targets, "gt_masks", images)
     ious, crowded = [], []
     for m, v, g, gv, t in zip(teacher_out["pseudo_masks"], teacher_out["pseudo_valid"], gt, gt_valid, targets):
@@ -198,9 +206,7 @@ def pseudo_iou_metrics(teacher_out: dict, targets: list[dict], images: torch.Ten
         if "pasted" in t:  # pasted objects have no true mask; occluded pixels are not the object's any more
             keep = keep & ~t["pasted"].to(iou.device)
         ious.append(iou[keep]), crowded.append(crowd[keep])
-    iou, crowd = torch.cat(ious), torch.cat(crowded)
-    mean = lambda x: float(x.mean()) if len(x) else float("nan")  # noqa: E731
-    return {"pseudo_iou": mean(iou), "pseudo_iou_crowded": mean(iou[crowd])}
+    return torch.cat(ious), torch.cat(crowded)
 
 
 class Train2DTrainer(Trainer):

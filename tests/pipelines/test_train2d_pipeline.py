@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 from mwsis.data.prediction_store import PredictionShard, list_rounds
 from mwsis.data.store import open_dataset
 from mwsis.pipelines.cli.main import main
+from mwsis.pipelines.experiments.pseudo_quality import pseudo_mask_quality
 from mwsis.pipelines.predict.predict2d import coco_mask_ap
 from mwsis.pipelines.training.train2d import Train2DConfig, train_2d
 from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, load_config, read_metrics
@@ -170,6 +171,10 @@ def test_sim_run_resumes_bit_identically_with_its_prototypes_and_paste_bank(ds, 
     # the copy-paste bank fills from step 0 and is pasted from step 1 on; it is checkpointed too
     paste = [r["value"] for r in rows if r["name"] == "loss_paste"]
     assert len(paste) == 4 and paste[0] == 0.0 and max(paste[1:]) > 0
+    # the pseudo-mask quality of experiment-2d, from the epoch checkpoints (SIM's maps with their prototypes)
+    q = pseudo_mask_quality(full, ds, stride=1)
+    assert [r["epoch"] for r in q] == [1, 2] and all(0.0 <= r["iou"] <= 1.0 and r["boxes"] > 5 for r in q)
+    assert (full / "pseudo_quality.json").exists() and pseudo_mask_quality(full, ds, stride=1) == q
     ea, eb = a["sim_paste_bank"]["entries"], b["sim_paste_bank"]["entries"]
     assert len(ea) == len(eb) > 0
     assert all(torch.equal(x["rgb"], y["rgb"]) and torch.equal(x["mask"], y["mask"])
