@@ -59,17 +59,81 @@ def cscs_ramp(iteration: int | None, start: int, ramp: int) -> float:
     return 1.0 if ramp <= 0 else min((iteration - start) / ramp, 1.0)
 
 
-def cscs_point_loss(sem_logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 6, 2D -> 3D: ``cscs_loss`` between the 3D student's per-class sigmoids and the 2D teacher's
-    probabilities at the points' projections.
+def collapse_projections(targets: torch.Tensor) -> torch.Tensor:
+    """(N, 2, C) per-projection teacher probabilities -> (N, C): the max over the projections a point has
+    (NaN where it has none for that class)."""
+    filled = torch.nan_to_num(targets, nan=-1.0).max(dim=1).values
+    return torch.where(filled < 0, torch.full_like(filled, float("nan")), filled)
+
+
+def hard_labels_2d(targets: torch.Tensor, present: torch.Tensor | None = None,
+                   background_below: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint 2D-3D WSSS Eq. 5-6 (seeds/001) for driving scenes: the 2D teacher's hard label per point.
+
+    ``targets`` (N, 2, C): probabilities at each point's two projections, NaN where none; ``present``
+    (N, 2, C) bool: the classes with a box in that projection's camera (default: the non-NaN entries). Per
+    point, the probabilities of present classes are averaged over its projections; the label is the argmax
+    over present classes only (t^2d of Eq. 5), or background (= C) when that maximum is below
+    ``background_below`` (driving scenes have background, the paper's indoor scenes do not); -1 where the
+    point has no present class in any projection (no loss). The weight (Eq. 6) is the max score over present
+    classes, averaged over the projections that have one. Returns (labels (N,) long, weight (N,))."""
+    if present is None:
+        present = ~torch.isnan(targets)
+    p = torch.where(present, torch.nan_to_num(targets, nan=0.0), torch.zeros_like(targets))
+    n = present.sum(dim=1)  # (N, C) projections that see each class
+    mean = torch.where(n > 0, p.sum(dim=1) / n.clamp(min=1), torch.full_like(p[:, 0], -1.0))
+    score, label = mean.max(dim=1)
+    proj_max = torch.where(present, p, torch.full_like(p, -1.0)).max(dim=2).values  # (N, 2)
+    has = proj_max >= 0
+    weight = torch.where(has, proj_max, torch.zeros_like(proj_max)).sum(1) / has.sum(1).clamp(min=1)
+    none = score < 0
+    label = torch.where(score < background_below, torch.full_like(label, targets.shape[-1]), label)
+    label = torch.where(none, torch.full_like(label, -1), label)
+    return label, torch.where(none, torch.zeros_like(weight), weight)
+
+
+def hard_label_loss(sem_logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None,
+                    valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 7 (seeds/001): (1/N_v) sum_n W_n BCE(sigmoid(A_n), onehot(label_n)), the BCE averaged over the C
+    classes (background = all zeros). ``labels`` (N,) in [0, C] or -1 (no loss); ``weight`` (N,) or None
+    (unweighted); ``valid`` (N,) bool. N_v counts the points with a label."""
+    C = sem_logits.shape[1]
+    ok = labels >= 0
+    if valid is not None:
+        ok &= valid
+    onehot = torch.nn.functional.one_hot(labels.clamp(min=0), C + 1)[:, :C].to(sem_logits.dtype)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(sem_logits, onehot, reduction="none").mean(1)
+    w = ok.to(sem_logits.dtype) * (1.0 if weight is None else weight.to(sem_logits.dtype).detach())
+    return (bce * w).sum() / ok.sum().clamp(min=1).to(sem_logits.dtype)
+
+
+def cscs_point_loss(sem_logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None = None,
+                    form: str = "soft", confidence_weighting: bool = False,
+                    background_below: float = 0.5) -> torch.Tensor:
+    """Eq. 6, 2D -> 3D, between the 3D student's per-class sigmoids and the 2D teacher at the points'
+    projections.
 
     Args:
         sem_logits: (N, C) the 3D student's class logits.
-        targets: (N, C) the 2D teacher's probabilities; NaN where a point has none (no projection, class
-            absent from the image): those entries carry no loss.
+        targets: (N, 2, C) the 2D teacher's probabilities at each projection; NaN where a point has none (no
+            projection, class absent from that camera's boxes): those entries carry no loss. (N, C) is taken
+            as already collapsed.
         valid: (N,) bool, points the student labels at all (inside its voxel range); None = all.
+        form: "soft" (MWSIS: ``cscs_loss`` against the max over projections, optionally weighted by the
+            teacher's max score) or "argmax" (seeds/001: ``hard_labels_2d`` + ``hard_label_loss``, weighted
+            by the max score with ``confidence_weighting``).
     """
+    if form == "argmax":
+        if targets.ndim == 2:
+            targets = targets[:, None]
+        labels, weight = hard_labels_2d(targets, background_below=background_below)
+        return hard_label_loss(sem_logits.float(), labels, weight if confidence_weighting else None, valid)
+    if form != "soft":
+        raise ValueError(f"form must be 'soft' or 'argmax', not {form!r}")
+    if targets.ndim == 3:
+        targets = collapse_projections(targets)
     ok = ~torch.isnan(targets)
     if valid is not None:
         ok &= valid[:, None]
-    return cscs_loss(torch.sigmoid(sem_logits.float()), torch.nan_to_num(targets, nan=0.0), ok)
+    return cscs_loss(torch.sigmoid(sem_logits.float()), torch.nan_to_num(targets, nan=0.0), ok,
+                     confidence_weighting=confidence_weighting)

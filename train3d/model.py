@@ -236,12 +236,14 @@ class VoteSegmentor(nn.Module):
         nn.init.normal_(self.conv_seg.weight, std=cfg.seg_init_std)
         nn.init.zeros_(self.conv_seg.bias)
 
-    def forward(self, batch: Batch, cscs_targets: torch.Tensor | None = None,
-                cscs_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, cscs_targets: torch.Tensor | None = None, cscs_weight: float = 0.0,
+                cscs_form: str = "soft", confidence_weighting: bool = False,
+                background_below: float = 0.5) -> dict[str, torch.Tensor]:
         """torchvision's contract. In eval mode, or for a batch without targets: ``outputs(batch)``. In training
         mode with targets (``batch.semantic``, ``batch.instance``): the weighted losses of Eq. 10,
-        dict(loss_sem, loss_vote), plus ``loss_cscs`` = ``cscs_weight`` x Eq. 6 when ``cscs_targets`` (N, C),
-        the 2D teacher's probabilities at the points (NaN: none), are given. Losses are computed in fp32."""
+        dict(loss_sem, loss_vote), plus ``loss_cscs`` = ``cscs_weight`` x Eq. 6 when ``cscs_targets``
+        (N, 2, C), the 2D teacher's probabilities at the points' projections (NaN: none), are given, in the
+        form ``cscs_form`` (``crossmodal.cscs.cscs_point_loss``). Losses are computed in fp32."""
         out = self.outputs(batch)
         if not self.training or batch.semantic is None:
             return out
@@ -251,7 +253,8 @@ class VoteSegmentor(nn.Module):
                                     None if batch.centre_offset is None else batch.xyz + batch.centre_offset)
             del losses["loss"]  # the trainer sums what the model returns
             if cscs_targets is not None:
-                losses["loss_cscs"] = cscs_weight * cscs_point_loss(out["sem_logits"], cscs_targets, out["valid"])
+                losses["loss_cscs"] = cscs_weight * cscs_point_loss(out["sem_logits"], cscs_targets, out["valid"],
+                                                                    cscs_form, confidence_weighting, background_below)
         return losses
 
     def outputs(self, batch: Batch, with_features: bool = False) -> dict[str, torch.Tensor]:

@@ -40,14 +40,16 @@ MIN_GT_PIXELS = 200  # authors: instances with <= 200 px are dropped from 2D eva
 
 @torch.no_grad()
 def frame_point_probs(model, frame, cfg: Train2DConfig, device) -> np.ndarray:
-    """(N, 2, C) 2D teacher class probabilities at each point's two projections (NaN where none)."""
+    """(N, 2, C) 2D teacher class probabilities at each point's two projections (NaN where none, and for the
+    classes without a box in that camera)."""
     probs = np.full((len(frame.points), 2, NUM_CLASSES), np.nan, np.float32)
     rng = np.random.default_rng(0)
     for s in camera_samples(frame, with_empty=True):
         images, targets = collate([prepare_sample(s, cfg, rng, train=False)])
         t = targets[0]
         t["boxes"], t["classes"] = t["boxes"].to(device), t["classes"].to(device)
-        maps = model.ipg_teacher_outputs(images.to(device), [t])["class_maps"][0].float()
+        out = model.ipg_teacher_outputs(images.to(device), [t])
+        maps, present = out["class_maps"][0].float(), out["class_present"][0].cpu().numpy()
         for slot in range(2):
             sel = np.flatnonzero(frame.points.cam_id[:, slot] == s.camera_id)
             if not len(sel):
@@ -56,6 +58,7 @@ def frame_point_probs(model, frame, cfg: Train2DConfig, device) -> np.ndarray:
             vals, inside = sample_at_projections(maps, uv, t["transform"], stride=4)
             v = vals.cpu().numpy()
             v[~inside.cpu().numpy()] = np.nan
+            v[:, ~present] = np.nan  # a class without a box in this camera: no teacher (method.md §8)
             probs[sel, slot] = v
     return probs
 

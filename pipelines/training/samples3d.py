@@ -33,7 +33,7 @@ class Sample3D:
     instance: np.ndarray | None = None  # (n,) int32, 0 none
     gt_semantic: np.ndarray | None = None
     gt_instance: np.ndarray | None = None
-    cscs_2d: np.ndarray | None = None  # (n, C) float32 2D teacher probabilities (NaN = none)
+    cscs_2d: np.ndarray | None = None  # (n, 2, C) float32 2D teacher probabilities per projection (NaN = none)
     centre_offset: np.ndarray | None = None  # (n, 3) float32 to the labels' instance centre (NaN: its mean)
     num_points: int = 0  # points in the whole frame
 
@@ -66,11 +66,8 @@ def frame_sample(frame: Frame, labels=None, points: PointSetConfig = PointSetCon
             s.centre_offset = (given - s.xyz).astype(np.float32)
     if frame.gt.point_semantic is not None and frame.gt.point_instance is not None:
         s.gt_semantic, s.gt_instance = frame.gt.point_semantic[keep], frame.gt.point_instance[keep]
-    if cscs_2d is not None:
-        # (N, 2 projections, C) -> per point the max over the projections it has (NaN where none)
-        with np.errstate(all="ignore"):
-            both = cscs_2d[keep].astype(np.float32)
-            s.cscs_2d = np.where(np.isnan(both).all(axis=1), np.nan, np.nanmax(both, axis=1))
+    if cscs_2d is not None:  # (n, 2 projections, C): the loss's form decides how the two combine
+        s.cscs_2d = cscs_2d[keep].astype(np.float32)
     return s
 
 

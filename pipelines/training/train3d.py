@@ -58,6 +58,12 @@ class CSCS2DConfig:
     weight: float = 2.0  # alpha_6
     start_step: int = 0
     warmup_steps: int = 100
+    # "soft": MWSIS's Eq. 5 against the 2D teacher's probabilities; "argmax": the hard label of Joint 2D-3D
+    # WSSS (seeds/001 Eq. 5-7) over the classes with a box in the camera, background below
+    # ``background_below`` (ours: the paper's indoor scenes have no background)
+    form: Literal["soft", "argmax"] = "soft"
+    confidence_weighting: bool = False  # each point weighted by the teacher's max score (seeds/001 Eq. 6)
+    background_below: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
 
 
 @dataclass(frozen=True)
@@ -259,13 +265,14 @@ class Train3DTrainer(Trainer):
         rng = np.random.default_rng([cfg.seed, self.state["epoch"], step + 1])
         frames = [augment_frame(_sample_dict(s), rng, cfg.augment, offset_keys=("centre_offset",)) for s in samples]
         batch = make_batch(frames, self.device)
-        targets, weight = None, 0.0
-        if cfg.cscs.round is not None and step >= cfg.cscs.start_step and all("cscs" in f for f in frames):
+        targets, weight, cc = None, 0.0, cfg.cscs
+        if cc.round is not None and step >= cc.start_step and all("cscs" in f for f in frames):
             targets = torch.as_tensor(np.concatenate([f["cscs"] for f in frames]), dtype=torch.float32, device=self.device)
-            weight = cfg.cscs.weight * min(1.0, (step - cfg.cscs.start_step + 1) / max(cfg.cscs.warmup_steps, 1))
+            weight = cc.weight * min(1.0, (step - cc.start_step + 1) / max(cc.warmup_steps, 1))
         self.ddp_model.train()
         with autocast(self.device):
-            return self.ddp_model(batch, targets, weight)
+            return self.ddp_model(batch, targets, weight, cscs_form=cc.form,
+                                  confidence_weighting=cc.confidence_weighting, background_below=cc.background_below)
 
     def describe(self, samples) -> str:
         return f" (frames {[s.frame_id for s in samples]})"

@@ -15,6 +15,7 @@ from mwsis.data.prediction_store import PredictionShard, list_rounds
 from mwsis.data.store import open_dataset
 from mwsis.pipelines.cli.main import main
 from mwsis.pipelines.experiments.pseudo_quality import pseudo_mask_quality
+from mwsis.pipelines.training.samples2d import camera_samples
 from mwsis.pipelines.predict.predict2d import coco_mask_ap
 from mwsis.pipelines.training.train2d import Train2DConfig, train_2d
 from mwsis.pipelines.training.run import latest_checkpoint, load_checkpoint, load_config, read_metrics
@@ -73,7 +74,12 @@ def test_train_resume_predict_eval_and_cscs_both_ways(ds, tmp_path):
     frame = d.frame(fid, images=False)
     assert probs.shape == (len(frame.points), 2, 3)
     seen = frame.points.cam_id[:, 0] > 0
-    assert np.isfinite(probs[seen, 0]).mean() > 0.95 and np.isnan(probs[~seen, 0]).all()
+    assert np.isfinite(probs[seen, 0]).any(1).mean() > 0.95 and np.isnan(probs[~seen, 0]).all()
+    # a class without a box in the point's camera has no teacher value
+    cams = {s.camera_id: set(s.classes.tolist()) for s in camera_samples(d.frame(fid, images=True), with_empty=True)}
+    for n in np.flatnonzero(seen)[:200]:
+        present = cams[int(frame.points.cam_id[n, 0])]
+        assert all(np.isnan(probs[n, 0, c]) != (c in present) for c in range(3))
     assert ((probs[seen, 0] >= 0) & (probs[seen, 0] <= 1)).all()
 
     r = runner.invoke(main, ["eval-2d", "--run", str(full), "--data", str(ds), "--json", str(tmp_path / "e.json")])
@@ -90,7 +96,16 @@ def test_train_resume_predict_eval_and_cscs_both_ways(ds, tmp_path):
                              "--set", "epochs=1", "--set", "pvc.enabled=false", "--cscs-2d", "latest"])
     assert r.exit_code == 0, r.output
     cscs = [row["value"] for row in read_metrics(tmp_path / "r3") if row["name"] == "loss_cscs"]
-    assert cscs and all(np.isfinite(cscs)) and max(cscs) > 0
+    # soft CSCS: an untrained 2D teacher's probabilities of the classes in each camera sit in [0.3, 0.7],
+    # where the soft loss ignores them (absent classes carry no teacher at all)
+    assert cscs and all(np.isfinite(cscs))
+    # the hard-label form of Joint 2D-3D WSSS learns from the same round
+    r = runner.invoke(main, ["train-3d", "--data", str(ds), "--out", str(tmp_path / "r3h"), "--config", str(TINY3D),
+                             "--set", "epochs=1", "--set", "pvc.enabled=false", "--cscs-2d", "latest",
+                             "--set", "cscs.form=argmax", "--set", "cscs.confidence_weighting=true"])
+    assert r.exit_code == 0, r.output
+    hard = [row["value"] for row in read_metrics(tmp_path / "r3h") if row["name"] == "loss_cscs"]
+    assert hard and all(np.isfinite(hard)) and max(hard) > 0
 
     # CSCS 3D -> 2D: the 2D trainer reads the 3D teacher's round
     r = runner.invoke(main, ["predict-3d", "--run", str(tmp_path / "r3"), "--data", str(ds), "--round", "1"])
