@@ -76,7 +76,9 @@ def hard_labels_2d(targets: torch.Tensor, present: torch.Tensor | None = None,
     over present classes only (t^2d of Eq. 5), or background (= C) when that maximum is below
     ``background_below`` (driving scenes have background, the paper's indoor scenes do not); -1 where the
     point has no present class in any projection (no loss). The weight (Eq. 6) is the max score over present
-    classes, averaged over the projections that have one. Returns (labels (N,) long, weight (N,))."""
+    classes, averaged over the projections that have one; for a background label it is 1 minus that (ours:
+    with the max score itself, a confident "nothing here" at 0.1 would weigh less than any doubtful class).
+    Returns (labels (N,) long, weight (N,))."""
     if present is None:
         present = ~torch.isnan(targets)
     p = torch.where(present, torch.nan_to_num(targets, nan=0.0), torch.zeros_like(targets))
@@ -87,8 +89,10 @@ def hard_labels_2d(targets: torch.Tensor, present: torch.Tensor | None = None,
     has = proj_max >= 0
     weight = torch.where(has, proj_max, torch.zeros_like(proj_max)).sum(1) / has.sum(1).clamp(min=1)
     none = score < 0
-    label = torch.where(score < background_below, torch.full_like(label, targets.shape[-1]), label)
+    background = score < background_below
+    label = torch.where(background, torch.full_like(label, targets.shape[-1]), label)
     label = torch.where(none, torch.full_like(label, -1), label)
+    weight = torch.where(background, 1 - weight, weight)  # the confidence of "no class here"
     return label, torch.where(none, torch.zeros_like(weight), weight)
 
 

@@ -29,7 +29,7 @@ def test_argmax_never_picks_a_class_without_a_box_in_the_camera():
     assert hard_labels_2d(t)[0].tolist() == [2]
     t = torch.tensor([[[0.2, 0.3, NAN], [NAN, NAN, NAN]]])
     labels, weight = hard_labels_2d(t)  # the best present class is below 0.5: background
-    assert labels.tolist() == [3] and math.isclose(float(weight), 0.3, rel_tol=1e-6)
+    assert labels.tolist() == [3] and math.isclose(float(weight), 0.7, rel_tol=1e-6)  # 1 - max for background
 
 
 def test_two_projections_average():
