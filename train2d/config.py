@@ -160,6 +160,10 @@ class CSCSConfig:
     start_iter: int = 20000
     ramp_iters: int = 1000
     confidence_weighting: bool = False  # seeds/001 Eq. 6-7 max-score weighting (not in MWSIS)
+    # Joint 2D-3D WSSS's 3D -> 2D feature correlation (seeds/001 Eq. 8-11, crossmodal/affinity.py): weight
+    # (lambda; 0 = off, the paper's 1.0) and the point pairs drawn per image (N_v^2 is too many; ours)
+    affinity_weight: float = field(default=0.0, metadata={"range": (0.0, None)})
+    affinity_pairs: int = field(default=1024, metadata={"range": (1, None)})
 
 
 @dataclass(frozen=True)

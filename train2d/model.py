@@ -29,6 +29,7 @@ from .backbone import ResNetFPN
 from .boxinst import box_masks, color_similarity, dice_loss, pairwise_loss, projection_loss, warmup_factor
 from .condinst import DynamicMaskHead, MaskBranch
 from .config import Model2DConfig
+from ..crossmodal.affinity import affinity_loss
 from ..crossmodal.cscs import cscs_loss, cscs_ramp
 from .cscs import class_prob_maps, sample_at_projections
 from .fcos import FCOSHead, fcos_inference, fcos_losses, fcos_targets, flatten_outputs, ltrb_iou, topk_per_gt
@@ -157,6 +158,8 @@ class BoxInstModel(nn.Module):
             losses["loss_paste"] = self._paste_loss(logits, im, gi, targets) + zero
         if any("points_uv" in t for t in targets):
             losses["loss_cscs_3d_to_2d"] = self._cscs_loss(logits, im, gi, targets, iteration) + zero
+        if cfg.cscs.affinity_weight > 0 and any("points_feat_3d" in t for t in targets):
+            losses["loss_affinity_3d_to_2d"] = self._affinity_loss(mask_feats, targets, iteration) + zero
         return losses
 
     def _ipg_loss(self, logits, im, gi, teacher_outputs, iteration):
@@ -172,6 +175,31 @@ class BoxInstModel(nn.Module):
         # SIM's Eq. 8 is the same loss on its corrected maps, at lambda_1 instead of IPG's alpha_2
         weight = self.cfg.sim.loss_weight if self.cfg.sim.enabled else ic.loss_weight
         return weight * (out["bce"] + out["dice"])
+
+    def _affinity_loss(self, mask_feats, targets, iteration):
+        """Joint 2D-3D WSSS Eq. 11 per image: the mask features at the LiDAR projections against the 3D
+        teacher's features, pairs weighted by both points' max class score (``crossmodal.affinity``); points
+        off the image or on pasted pixels are left out. On CSCS's ramp."""
+        cc = self.cfg.cscs
+        ramp = cscs_ramp(iteration, cc.start_iter, cc.ramp_iters)
+        if ramp == 0.0:
+            return mask_feats.sum() * 0.0
+        g = torch.Generator().manual_seed(int(iteration or 0))  # the same pairs when a step is replayed
+        terms = []
+        for b, t in enumerate(targets):
+            if "points_feat_3d" not in t:
+                continue
+            z2d, inside = sample_at_projections(mask_feats[b], t["points_uv"].to(mask_feats), t["transform"],
+                                                stride=MASK_FEAT_STRIDE)
+            ok = inside
+            if "points_valid" in t:
+                pv = t["points_valid"].to(ok.device).bool()
+                ok = ok & (pv if pv.ndim == 1 else pv.all(1))
+            conf = t["points_teacher_prob"].to(z2d).max(1).values
+            terms.append(affinity_loss(z2d[ok], t["points_feat_3d"].to(z2d)[ok], conf[ok], cc.affinity_pairs, g))
+        if not terms:
+            return mask_feats.sum() * 0.0
+        return cc.affinity_weight * ramp * torch.stack(terms).mean()
 
     def _paste_loss(self, logits, im, gi, targets):
         """SIM's L_paste (seeds/004 Eq. 10): the positives of pasted objects learn their pasted masks."""

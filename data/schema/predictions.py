@@ -6,7 +6,11 @@ row-major from shape ``(N, *tail)``; ``tail`` is recorded in the metadata:
 
 * ``3d``: the 3D teacher's per-class sigmoid probabilities, tail ``[C]`` (PVC, CSCS 3D → 2D);
 * ``2d``: the 2D teacher's per-class mask probabilities sampled at each point's two camera
-  projections, tail ``[2, C]`` (CSCS 2D → 3D).
+  projections, tail ``[2, C]`` (CSCS 2D → 3D);
+* ``3dfeat``: the 3D teacher's per-point features, projected to ``FEATURE_DIM`` and l2-normalised
+  (``crossmodal.affinity``), tail ``[FEATURE_DIM]`` (Joint 2D–3D WSSS's 3D → 2D correlation). Written with
+  a ``3d`` round of the same number, each shard before its ``3d`` shard, so that a complete ``3d`` round
+  implies complete features.
 
 NaN means "no prediction for this point" (not in the evaluated set, or no projection in that slot).
 """
@@ -20,6 +24,9 @@ import pyarrow as pa
 from .frames import FRAME_ID
 
 PROBS = "probs"
+SOURCES = ("3d", "2d", "3dfeat")
+FEATURES_SOURCE = "3dfeat"
+FEATURE_DIM = 16
 PREDICTIONS_SCHEMA = pa.schema([(FRAME_ID, pa.string()), (PROBS, pa.list_(pa.float16()))])
 META_TAIL = b"mwsis.tail"
 META_INFO = b"mwsis.info"

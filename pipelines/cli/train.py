@@ -86,7 +86,10 @@ def train_3d_cmd(data, labels, out, resume, overwrite, cscs_2d, config_path, set
 @click.option("--run", type=click.Path(exists=True, file_okay=False), required=True, help="Run directory.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
 @click.option("--round", "rnd", type=click.IntRange(min=0), required=True, help="Round number to write.")
-def predict_3d_cmd(run, data, rnd):
+@click.option("--features/--no-features", default=False, show_default=True,
+              help="Also write the teacher's point features (16-d, fixed projection) to predictions/3dfeat/round=R/ "
+                   "for the 2D trainer's feature correlation (model.cscs.affinity_weight).")
+def predict_3d_cmd(run, data, rnd, features):
     """Write the EMA teacher's per-point class probabilities to DATASET/predictions/3d/round=R/ (for PVC, CSCS)."""
     from ..predict.predict3d import export_predictions
     from ..training.train3d import load_teacher
@@ -95,7 +98,8 @@ def predict_3d_cmd(run, data, rnd):
     device = pick_device(init_distributed())
     model, cfg = load_teacher(run, device)
     use_cpu_threads(device, cfg.cpu_threads)
-    export_predictions(data, model, cfg.infer, rnd, device, info=_prediction_info(run, rnd, cfg), points=cfg.points)
+    export_predictions(data, model, cfg.infer, rnd, device, info=_prediction_info(run, rnd, cfg), points=cfg.points,
+                       features=features)
 
 
 @click.command("eval-3d")

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from ...data.frame import CLASS_NAMES, NUM_CLASSES
+from ...crossmodal.affinity import feature_projection, project_features
 from ...data.prediction_store import write_prediction_shard
+from ...data.schema.predictions import FEATURE_DIM, FEATURES_SOURCE
 from ...data.store import open_dataset
 from ...pseudolabel.metrics import confusion_matrix, iou_from_confusion
 from ...pseudolabel.point_ap import PointInstanceAP
@@ -32,39 +34,61 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def model_outputs(model, sample, device) -> tuple[np.ndarray, np.ndarray]:
-    """(probs (n, C), decoded offsets (n, C, 3)) of one sample; points outside the voxel range get 0."""
+def model_outputs(model, sample, device, projection: torch.Tensor | None = None):
+    """(probs (n, C), decoded offsets (n, C, 3)) of one sample; points outside the voxel range get 0. With
+    ``projection`` (F, D) also the projected unit features (n, D) (``crossmodal.affinity``), NaN outside
+    the voxel range."""
     batch = make_batch([{"xyz": sample.xyz, "intensity": sample.intensity, "elongation": sample.elongation}], device)
-    out = model(batch)
+    out = model.outputs(batch, with_features=projection is not None)
     probs = torch.sigmoid(out["sem_logits"].float())
-    if out.get("valid") is not None:
-        probs = torch.where(out["valid"][:, None], probs, torch.zeros_like(probs))
-    return probs.cpu().numpy(), decode_votes(out["votes"].float()).cpu().numpy()
+    valid = out.get("valid")
+    if valid is not None:
+        probs = torch.where(valid[:, None], probs, torch.zeros_like(probs))
+    res = probs.cpu().numpy(), decode_votes(out["votes"].float()).cpu().numpy()
+    if projection is None:
+        return res
+    feats = project_features(out["features"], projection)
+    if valid is not None:
+        feats = torch.where(valid[:, None], feats, torch.full_like(feats, float("nan")))
+    return (*res, feats.cpu().numpy())
 
 
 def export_predictions(data: Path | str, model, infer_cfg: InferConfig, rnd: int, device, info: dict,
                        show_progress: bool = True, positions: list[int] | None = None,
-                       points: PointSetConfig = PointSetConfig()) -> int:
+                       points: PointSetConfig = PointSetConfig(), features: bool = False) -> int:
     """Write the model's per-point class probabilities (float16, NaN outside ``points``, the point set the
-    model trains on) as round ``rnd``."""
+    model trains on) as round ``rnd``; with ``features`` also its projected features as round ``rnd`` of
+    ``predictions/3dfeat``, each shard before its ``3d`` shard."""
     ds = open_dataset(data)
     positions = list(range(ds.num_shards)) if positions is None else positions
     model.eval()
+    projection = feature_projection(model.conv_seg.in_features, FEATURE_DIM) if features else None
     n = 0
     with progress_bar(sum(ds.manifest.shards[p].frames for p in positions), "frame", f"predict-3d round {rnd}",
                       enabled=show_progress) as bar:
         for pos in positions:
             info_s = ds.manifest.shards[pos]
 
-            def rows():
+            def rows(feature_rows: list | None = None):
                 for s in iter_samples(ds, None, [pos], points=points):
-                    probs, _ = model_outputs(model, s, device)
+                    probs, _, *feats = model_outputs(model, s, device, projection)
                     full = np.full((s.num_points, probs.shape[1]), np.nan, np.float32)
                     full[s.point_index] = probs
+                    if feature_rows is not None:
+                        f = np.full((s.num_points, FEATURE_DIM), np.nan, np.float32)
+                        f[s.point_index] = feats[0]
+                        feature_rows.append((s.frame_id, f))
                     bar.update(1)
                     yield s.frame_id, full
 
-            write_prediction_shard(ds.root, "3d", rnd, info_s.name, rows(), (NUM_CLASSES,), info)
+            if features:  # one pass over the shard's frames; its features are written first
+                feature_rows: list = []
+                prob_rows = list(rows(feature_rows))
+                write_prediction_shard(ds.root, FEATURES_SOURCE, rnd, info_s.name, feature_rows, (FEATURE_DIM,),
+                                       {**info, "projection_seed": 0})
+                write_prediction_shard(ds.root, "3d", rnd, info_s.name, prob_rows, (NUM_CLASSES,), info)
+            else:
+                write_prediction_shard(ds.root, "3d", rnd, info_s.name, rows(), (NUM_CLASSES,), info)
             n += info_s.frames
     log.info("predict-3d: round %d, %d frames -> %s/predictions/3d/round=%d", rnd, n, ds.root, rnd)
     return n

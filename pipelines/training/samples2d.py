@@ -14,6 +14,7 @@ import torch
 from ...data.frame import Frame
 from ...data.label_store import LabelShard
 from ...data.prediction_store import PredictionShard
+from ...data.schema.predictions import FEATURES_SOURCE
 from ...data.store import Dataset
 from ...train2d.crop import crop_boxes, crop_points, crop_window
 from ...train2d.transforms import (MAX_LONG_SIDE, TEST_SCALE, TRAIN_SHORT_SIDES, prepare_image,
@@ -32,6 +33,7 @@ class Sample2D:
     sam_masks: list | None = None  # K RLEs (or None per box) from the sam stage
     points_uv: np.ndarray | None = None  # (P, 2) projections into this camera
     points_prob: np.ndarray | None = None  # (P, C) 3D teacher probabilities of those points
+    points_feat: np.ndarray | None = None  # (P, D) 3D teacher features of those points (predictions/3dfeat)
     gt_masks: list | None = None  # K RLEs: the true instance mask of each box (full supervision)
 
 
@@ -52,9 +54,10 @@ def box_gt_masks(frame: Frame, camera_id: int, box_index: np.ndarray) -> list[di
 
 
 def camera_samples(frame: Frame, sam=None, probs_3d: np.ndarray | None = None, with_empty: bool = False,
-                   gt_masks: bool = False) -> list[Sample2D]:
+                   gt_masks: bool = False, feats_3d: np.ndarray | None = None) -> list[Sample2D]:
     """The frame's camera images that have boxes (all of them with ``with_empty``); ``gt_masks`` attaches
-    each box's true mask."""
+    each box's true mask; ``probs_3d`` (N, C) / ``feats_3d`` (N, D) the 3D teacher's probabilities and
+    features of the points projected into each camera (points where either is NaN are left out)."""
     out = []
     b = frame.boxes2d
     for cam in frame.cameras:
@@ -69,28 +72,39 @@ def camera_samples(frame: Frame, sam=None, probs_3d: np.ndarray | None = None, w
         if gt_masks:
             s.gt_masks = box_gt_masks(frame, cam.camera_id, idx)
         if probs_3d is not None:
-            uv, pr = [], []
+            uv, pr, ft = [], [], []
             for slot in range(2):
                 sel = frame.points.cam_id[:, slot] == cam.camera_id
                 ok = sel & ~np.isnan(probs_3d).any(axis=1)
+                if feats_3d is not None:
+                    ok &= ~np.isnan(feats_3d).any(axis=1)
+                    ft.append(feats_3d[ok])
                 uv.append(frame.points.cam_uv[ok, slot])
                 pr.append(probs_3d[ok])
             s.points_uv, s.points_prob = np.concatenate(uv).astype(np.float32), np.concatenate(pr).astype(np.float32)
+            if feats_3d is not None:
+                s.points_feat = np.concatenate(ft).astype(np.float32)
         out.append(s)
     return out
 
 
 def iter_camera_samples(ds: Dataset, positions: list[int], rng: np.random.Generator | None = None,
-                        sam: bool = False, cscs_round: int | None = None, gt_masks: bool = False) -> Iterator[Sample2D]:
-    """Samples shard by shard (shuffled shard and frame order with ``rng``; bounded memory)."""
+                        sam: bool = False, cscs_round: int | None = None, gt_masks: bool = False,
+                        features: bool = False) -> Iterator[Sample2D]:
+    """Samples shard by shard (shuffled shard and frame order with ``rng``; bounded memory). ``cscs_round``:
+    the 3D teacher's probabilities of that round at the projections, and with ``features`` its features
+    (``predictions/3dfeat`` of the same round: ``predict-3d --features``)."""
     for info, shard, rows in shuffled_shards(ds, positions, rng):
         sam_shard = LabelShard(ds, "sam", info.name) if sam else None
         pred = PredictionShard(ds, "3d", cscs_round, info.name) if cscs_round is not None else None
+        feat = (PredictionShard(ds, FEATURES_SOURCE, cscs_round, info.name)
+                if cscs_round is not None and features else None)
         for i in rows:
             frame = shard.frame(int(i), images=True)
             lab = sam_shard.labels(int(i)) if sam_shard else None
             probs = prediction_row(pred, int(i), frame.frame_id) if pred is not None else None
-            yield from camera_samples(frame, lab, probs, gt_masks=gt_masks)
+            feats = prediction_row(feat, int(i), frame.frame_id) if feat is not None else None
+            yield from camera_samples(frame, lab, probs, gt_masks=gt_masks, feats_3d=feats)
 
 
 def crop_sample(s: Sample2D, window: tuple[int, int, int, int]) -> Sample2D:
@@ -118,6 +132,8 @@ def crop_sample(s: Sample2D, window: tuple[int, int, int, int]) -> Sample2D:
     if s.points_uv is not None:
         c.points_uv, inside = crop_points(s.points_uv, window)
         c.points_prob = s.points_prob[inside]
+        if s.points_feat is not None:
+            c.points_feat = s.points_feat[inside]
     return c
 
 
@@ -139,6 +155,8 @@ def prepare_sample(s: Sample2D, cfg, rng: np.random.Generator, train: bool) -> d
     if s.points_uv is not None:
         out["points_uv"] = torch.as_tensor(s.points_uv)
         out["points_teacher_prob"] = torch.as_tensor(s.points_prob)
+        if s.points_feat is not None:
+            out["points_feat_3d"] = torch.as_tensor(s.points_feat)
     if s.sam_masks is not None:
         out["sam_masks"] = s.sam_masks
     if s.gt_masks is not None:

@@ -89,6 +89,9 @@ class Train2DConfig:
     export: Export2DConfig = field(default_factory=Export2DConfig)
 
     def __post_init__(self):
+        if self.model.cscs.affinity_weight > 0 and self.cscs_3d is None:
+            raise ValueError("model.cscs.affinity_weight needs cscs_3d (the round of predictions/3d and "
+                             "predictions/3dfeat to read: predict-3d --features)")
         if self.model.sim.enabled and (self.masks == "gt" or self.pseudo_masks == "sam"):
             raise ValueError("model.sim corrects the EMA teacher's instance masks: it does not apply with "
                              "masks: gt (true masks) or pseudo_masks: sam")
@@ -257,7 +260,8 @@ class Train2DTrainer(Trainer):
         buf = []
         for s in iter_camera_samples(self.ds, self.positions, rng, sam=cfg.pseudo_masks == "sam",
                                      cscs_round=self.cscs_round,
-                                     gt_masks=cfg.masks == "gt" or cfg.track_pseudo_iou > 0):
+                                     gt_masks=cfg.masks == "gt" or cfg.track_pseudo_iou > 0,
+                                     features=cfg.model.cscs.affinity_weight > 0):
             buf.append(prepare_sample(s, cfg, rng, train=True))
             if len(buf) == cfg.images_per_step:
                 yield buf

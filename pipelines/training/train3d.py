@@ -47,6 +47,9 @@ class PVCLoopConfig(PVCConfig):
     enabled: bool = True
     start_epoch: int | None = None  # E_s; None = half the epochs (authors: 12 of 24, method.md §5)
     every: int = 1  # export + vote every K epochs from E_s on
+    # also export the teacher's point features (predictions/3dfeat, same round): a 2D job beside this one
+    # reads them for Joint 2D-3D WSSS's feature correlation (model.cscs.affinity_weight)
+    export_features: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ def run_pvc_round(data: Path, teacher: torch.nn.Module, cfg: Train3DConfig, rnd:
     from ..labels.stages import PVCStageConfig, StagesConfig
 
     export_predictions(data, teacher, cfg.infer, rnd, device, info={"round": rnd, "base": base}, show_progress=False,
-                       points=cfg.points, positions=positions)
+                       points=cfg.points, positions=positions, features=cfg.pvc.export_features)
     vote = {f.name: getattr(cfg.pvc, f.name) for f in fields(PVCConfig)}
     stages = StagesConfig(pvc=PVCStageConfig(base=base, **vote))
     res = run_stages(data, ["pvc"], stages, shard_positions=positions, show_progress=False)

@@ -194,3 +194,41 @@ def test_sim_run_resumes_bit_identically_with_its_prototypes_and_paste_bank(ds, 
     assert len(ea) == len(eb) > 0
     assert all(torch.equal(x["rgb"], y["rgb"]) and torch.equal(x["mask"], y["mask"])
                for e1, e2 in zip(ea, eb) for x, y in zip(e1, e2))
+
+
+def test_feature_correlation_reads_predict_3d_features_and_resumes(ds, tmp_path):
+    """Joint 2D-3D WSSS's 3D -> 2D correlation: predict-3d --features writes the 3D teacher's features as
+    predictions/3dfeat (unit 16-d vectors beside the probabilities of the same round); the 2D trainer learns
+    from them, and a stopped and resumed run ends bit-identical."""
+    runner = CliRunner()
+    runner.invoke(main, ["pseudolabels", "--data", str(ds), "--stages", "spg", "--no-eval"])
+    r = runner.invoke(main, ["train-3d", "--data", str(ds), "--out", str(tmp_path / "r3"), "--config", str(TINY3D),
+                             "--labels", "spg", "--set", "epochs=1", "--set", "pvc.enabled=false"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["predict-3d", "--run", str(tmp_path / "r3"), "--data", str(ds), "--round", "2",
+                             "--features"])
+    assert r.exit_code == 0, r.output
+    d = open_dataset(ds)
+    assert list_rounds(ds, "3d") == [2] and list_rounds(ds, "3dfeat") == [2]
+    name = d.manifest.shards[0].name
+    fid, feats = PredictionShard(d, "3dfeat", 2, name).predictions(0)
+    _, probs = PredictionShard(d, "3d", 2, name).predictions(0)
+    assert feats.shape == (len(probs), 16)
+    has = ~np.isnan(probs).any(1)
+    assert has.any() and np.array_equal(~np.isnan(feats).any(1), has)
+    np.testing.assert_allclose(np.linalg.norm(feats[has].astype(np.float32), axis=1), 1.0, atol=2e-3)
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    cfg = load_config(Train2DConfig, TINY2D, ["epochs=2", "max_steps_per_epoch=2", "cscs_3d=2",
+                                              "model.cscs.affinity_weight=1.0", "model.cscs.affinity_pairs=256"])
+    train_2d(ds, full, cfg, show_progress=False)
+    train_2d(ds, part, cfg, show_progress=False, stop_after_epoch=1)
+    train_2d(ds, part, cfg, resume=True, show_progress=False)
+    a, b = load_checkpoint(latest_checkpoint(full)), load_checkpoint(latest_checkpoint(part))
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+    aff = [row["value"] for row in read_metrics(full) if row["name"] == "loss_affinity_3d_to_2d"]
+    assert len(aff) == 4 and all(np.isfinite(aff)) and max(aff) > 0
+    # without the features the option fails before training, naming what to run
+    with pytest.raises(Exception, match="cscs_3d"):
+        load_config(Train2DConfig, TINY2D, ["model.cscs.affinity_weight=1.0"])
