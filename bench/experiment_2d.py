@@ -27,6 +27,15 @@ ROWS = {"full supervision": ["masks=gt", "model.ipg.enabled=false"], "BoxInst": 
         "+ IPG + SIM": SIM, "+ IPG + SIM (tau 1.0)": [*SIM, "model.sim.temperature=1.0"],
         "+ IPG + SIM + copy-paste": [*SIM, "model.sim.copy_paste.enabled=true"],
         "+ IPG + SIM + CSCS": [*SIM, "cscs_3d=latest"]}
+# Joint 2D-3D WSSS's 3D -> 2D feature correlation alone (issue 16; asked for by name, record joint-2d3d.json):
+# BoxInst plus the correlation with oracle 3D features (round 901: one random unit vector per true instance)
+# or with the 3D teacher's features (round 1, as the CSCS rows)
+ORACLE_3D_ROUND = 901
+_CORR = ["model.ipg.enabled=false", "model.cscs.weight_3d_to_2d=0", "model.cscs.affinity_weight=1.0"]
+JOINT = {"BoxInst + correlation (oracle 3D features)": [*_CORR, f"cscs_3d={ORACLE_3D_ROUND}"],
+         "BoxInst + correlation (3D teacher features)": [*_CORR, "cscs_3d=1"]}
+DEFAULT_ROWS = list(ROWS)
+ROWS.update(JOINT)
 
 
 def pseudo_summary(res: dict) -> dict:
@@ -64,7 +73,7 @@ def main() -> None:
                     help="where the regime's train/ and val/ frames are rendered (shared by the experiments)")
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu-bench.yaml")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="train2d override, e.g. epochs=8")
-    ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--rows", nargs="*", default=DEFAULT_ROWS, choices=list(ROWS))
     ap.add_argument("--record", type=Path, default=ROOT / "docs" / "experiments" / "experiment-2d.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -74,6 +83,8 @@ def main() -> None:
     from mwsis.pipelines.config import config_to_dict, load_section
     from mwsis.pipelines.experiments.harness import (machine, prepare_data, record, run_parallel, summarize, train_eval_2d,
                                             write_record)
+    from mwsis.data.prediction_store import list_rounds
+    from mwsis.pipelines.experiments.oracle import write_oracle_3d
     from mwsis.pipelines.predict.predict3d import export_predictions
     from mwsis.pipelines.labels.runner import run_stages
     from mwsis.pipelines.training.train3d import load_teacher, train_3d
@@ -83,7 +94,9 @@ def main() -> None:
     cfg2 = load_section("train2d", args.config, args.sets)
     train, val = prepare_data(args.data, exp, for_2d=True)  # the 2D rows' images (experiment.cameras_2d)
     extra = {"train_frames": exp.train_frames, "val_frames": exp.val_frames, "train_data": str(train)}
-    if any("cscs_3d=latest" in ROWS[r] for r in args.rows) and not (train / "predictions" / "3d" / "round=1").exists():
+    teacher_rows = [r for r in args.rows if "cscs_3d=latest" in ROWS[r] or "cscs_3d=1" in ROWS[r]]
+    features = any("cscs_3d=1" in ROWS[r] for r in args.rows)
+    if teacher_rows and (1 not in list_rounds(train, "3d") or (features and 1 not in list_rounds(train, "3dfeat"))):
         # the 3D teacher trains in the 3D regime (its frames: experiment.cameras) and predicts the 2D frames'
         # points: the same scenes, seen by every camera of the 2D rows
         train3d_data, _ = prepare_data(args.data, exp)
@@ -94,8 +107,10 @@ def main() -> None:
         train_3d(train3d_data, args.out / "run-3d", cfg3, resume=True, show_progress=False)
         teacher3d, cfg3 = load_teacher(args.out / "run-3d", torch.device("cpu"))
         export_predictions(train, teacher3d, cfg3.infer, 1, torch.device("cpu"), {"run": "run-3d"},
-                           show_progress=False, points=cfg3.points)
+                           show_progress=False, points=cfg3.points, features=True)
         extra["cscs_teacher_3d_seconds"] = time.time() - t
+    if any(f"cscs_3d={ORACLE_3D_ROUND}" in ROWS[r] for r in args.rows) and ORACLE_3D_ROUND not in list_rounds(train, "3d"):
+        write_oracle_3d(train, ORACLE_3D_ROUND)
     jobs, keys = [], []
     for name in args.rows:
         for seed in exp.seeds:

@@ -1,6 +1,11 @@
-"""A noisy 2D oracle: ``predictions/2d`` written from the ground truth, for the controlled 2D -> 3D experiment
-of issue 16 (extensions.md §2.4), so that the hard-label form and its confidence weighting are compared on
-known teacher errors instead of a weak 2D model's.
+"""Oracles written from the ground truth for the controlled experiments of issue 16 (extensions.md §2.4), so
+that Joint 2D-3D WSSS's losses are measured on a known teacher instead of a weak model's.
+
+``write_oracle_3d``: ``predictions/3d`` (the true class at 0.95, others 0.05) and ``predictions/3dfeat`` (each
+instance a random unit vector, fixed by its id; background one more), the oracle 3D features of the 3D -> 2D
+correlation (the "one-hot of the instance" of the spec, in 16 dimensions).
+
+``write_noisy_oracle_2d``: a noisy 2D teacher for the 2D -> 3D forms:
 
 Per point with a camera projection (one draw per point, both projections alike), over the classes that have
 a 2D box in that projection's camera (the others NaN, as ``predict-2d`` writes them):
@@ -17,6 +22,7 @@ import numpy as np
 
 from ...data.frame import NUM_CLASSES
 from ...data.prediction_store import write_prediction_shard
+from ...data.schema.predictions import FEATURE_DIM, FEATURES_SOURCE
 from ...data.store import open_dataset
 
 log = logging.getLogger(__name__)
@@ -74,4 +80,43 @@ def write_noisy_oracle_2d(data: Path | str, rnd: int, seed: int = 0, frac_true: 
         write_prediction_shard(ds.root, "2d", rnd, shard.info.name, rows(), (2, NUM_CLASSES),
                                {"source": "noisy 2D oracle", "seed": seed, "frac_true": frac_true})
     log.info("noisy 2D oracle: round %d, %d frames -> %s/predictions/2d/round=%d", rnd, frames, ds.root, rnd)
+    return frames
+
+
+def oracle_point_features(semantic: np.ndarray, instance: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(N,) true classes and (N,) instance ids (0 = none) -> (N, FEATURE_DIM) unit vectors: one per instance
+    (drawn from its id and ``seed``, so the same object gets the same vector in every frame), one for every
+    point of no instance; NaN where the class is ignore (-1)."""
+    out = np.full((len(semantic), FEATURE_DIM), np.nan, np.float32)
+    for k in np.unique(instance):
+        v = np.random.default_rng([seed, int(k)]).standard_normal(FEATURE_DIM)
+        sel = (instance == k) & (semantic >= 0)
+        out[sel] = (v / np.linalg.norm(v)).astype(np.float32)
+    return out
+
+
+def write_oracle_3d(data: Path | str, rnd: int, seed: int = 0) -> int:
+    """Round ``rnd`` of ``predictions/3dfeat`` (``oracle_point_features``) and ``predictions/3d`` (the true class
+    at 0.95, the others 0.05; NaN for ignored points) for every frame of ``data``, each features shard
+    first (as ``predict-3d --features``). Returns the number of frames."""
+    ds = open_dataset(data)
+    frames = 0
+    for pos in range(ds.num_shards):
+        shard = ds.shard(pos)
+        probs, feats = [], []
+        for frame in shard.iter_frames(images=False):
+            sem, inst = frame.gt.point_semantic, frame.gt.point_instance
+            if sem is None or inst is None:
+                raise ValueError(f"{ds.root}: frame {frame.frame_id} has no per-point ground truth "
+                                 "(gt.point_semantic / gt.point_instance) for the 3D oracle")
+            p = np.full((len(sem), NUM_CLASSES), 0.05, np.float32)
+            obj = (sem >= 0) & (sem < NUM_CLASSES)
+            p[np.flatnonzero(obj), sem[obj].astype(np.int64)] = 0.95
+            p[sem < 0] = np.nan
+            probs.append((frame.frame_id, p)), feats.append((frame.frame_id, oracle_point_features(sem, inst, seed)))
+            frames += 1
+        info = {"source": "3D oracle from the ground truth", "seed": seed}
+        write_prediction_shard(ds.root, FEATURES_SOURCE, rnd, shard.info.name, feats, (FEATURE_DIM,), info)
+        write_prediction_shard(ds.root, "3d", rnd, shard.info.name, probs, (NUM_CLASSES,), info)
+    log.info("3D oracle: round %d, %d frames -> %s/predictions/{3d,3dfeat}/round=%d", rnd, frames, ds.root, rnd)
     return frames

@@ -43,3 +43,22 @@ def test_write_round(tiny_dataset, tmp_path):
     assert probs.shape == (len(frame.points), 2, 3)
     seen = frame.points.cam_id[:, 0] > 0
     assert np.isfinite(probs[seen, 0]).any(1).mean() > 0.5 and np.isnan(probs[~seen, 0]).all()
+
+
+def test_oracle_3d_features_follow_instances(tiny_dataset, tmp_path):
+    from mwsis.pipelines.experiments.oracle import oracle_point_features, write_oracle_3d
+
+    sem = np.array([0, 0, 1, 3, 3, -1])
+    inst = np.array([5, 5, 7, 0, 0, 0])
+    f = oracle_point_features(sem, inst)
+    assert np.allclose(f[0], f[1]) and np.allclose(f[3], f[4]) and not np.allclose(f[0], f[2])
+    assert np.isnan(f[5]).all() and np.allclose(np.linalg.norm(f[:5], axis=1), 1.0)
+    ds_path = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, ds_path)
+    write_oracle_3d(ds_path, 901)
+    assert list_rounds(ds_path, "3d") == [901] and list_rounds(ds_path, "3dfeat") == [901]
+    ds = open_dataset(ds_path)
+    fid, p = PredictionShard(ds, "3d", 901, ds.manifest.shards[0].name).predictions(0)
+    frame = ds.frame(fid, images=False)
+    obj = (frame.gt.point_semantic >= 0) & (frame.gt.point_semantic < 3)
+    assert (p[obj].argmax(1) == frame.gt.point_semantic[obj]).all()
