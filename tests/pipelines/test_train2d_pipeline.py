@@ -232,3 +232,23 @@ def test_feature_correlation_reads_predict_3d_features_and_resumes(ds, tmp_path)
     # without the features the option fails before training, naming what to run
     with pytest.raises(Exception, match="cscs_3d"):
         load_config(Train2DConfig, TINY2D, ["model.cscs.affinity_weight=1.0"])
+
+
+def test_sim_with_copy_paste_under_ddp(ds, tmp_path):
+    """torchrun, 2 CPU ranks (gloo): each rank keeps its own prototype and paste banks; rank 0 checkpoints its
+    own."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29563",
+           "-m", "mwsis.pipelines.cli.main", "train-2d", "--data", str(ds), "--out", str(run), "--config", str(TINY2D),
+           "--set", "epochs=1", "--set", "max_steps_per_epoch=2", "--set", "model.sim.enabled=true",
+           "--set", "model.ipg.tau_high=0.4", "--set", "model.sim.copy_paste.enabled=true",
+           "--set", "model.sim.copy_paste.min_score=0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    saved = load_checkpoint(latest_checkpoint(run))
+    assert saved["state"]["step"] == 2 and saved["sim_prototypes"]["initialized"].any()
+    assert len(saved["sim_paste_bank"]["entries"]) > 0
+    assert any(row["name"] == "loss_paste" and row["value"] > 0 for row in read_metrics(run))
