@@ -146,3 +146,33 @@ def naive_update(probs: np.ndarray, instance: np.ndarray, shifted: np.ndarray, l
                        for d in range(3)], axis=1) / counts[:, None]
     score = np.bincount(dense, weights=top, minlength=m + 1)[1:] / counts
     return semantic, dense.astype(np.int32), centre.astype(np.float32), score.astype(np.float32)
+
+
+def proposal_quality(proposal: np.ndarray, proposal_class: np.ndarray, keep: np.ndarray, gt_semantic: np.ndarray,
+                     gt_instance: np.ndarray, num_classes: int, iou_thresh: float = 0.5) -> np.ndarray:
+    """Diagnostics of a round (not part of TWIST): per class c (the class Ψ gives), counts of
+    [kept proposals, kept ones that match a true instance of class c with point IoU >= ``iou_thresh``,
+    proposals dropped, dropped ones that match]. (N,) proposal ids (0 none, j = proposal j-1), (K,) classes
+    and keep flags, (N,) true semantics and instances (0 none) -> (C, 4) int64; summed over frames, the
+    precision of what a round keeps and of what it drops, per class."""
+    proposal = np.asarray(proposal, np.int64)
+    out = np.zeros((num_classes, 4), np.int64)
+    gt_key = np.where(gt_instance > 0, gt_instance.astype(np.int64), 0)
+    for j in range(len(keep)):
+        members = proposal == j + 1
+        c = int(proposal_class[j])
+        if not members.any() or not 0 <= c < num_classes:
+            continue
+        ids, counts = np.unique(gt_key[members], return_counts=True)
+        match = False
+        for g, inter in zip(ids, counts):
+            if g == 0:
+                continue
+            truth = gt_key == g
+            if np.bincount(gt_semantic[truth].clip(0)).argmax() != c:
+                continue
+            match |= inter / (members.sum() + truth.sum() - inter) >= iou_thresh
+        col = 0 if keep[j] else 2
+        out[c, col] += 1
+        out[c, col + 1] += int(match)
+    return out

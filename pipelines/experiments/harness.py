@@ -266,7 +266,7 @@ def train_eval_3d(train: str, val: str, run: str, config: str, sets: list[str], 
     t = time.time()
     summary = train_3d(train, run, cfg, resume=True, show_progress=False)
     res = {"steps": summary["steps"], "train_seconds": time.time() - t, "pvc_rounds": summary["pvc_rounds"],
-           **{k: summary[k] for k in ("twist_rounds", "labelled_frames") if k in summary}}
+           **{k: summary[k] for k in ("twist_rounds", "twist_quality", "labelled_frames") if k in summary}}
     res.update(_eval3d_models(Path(run), Path(val), rsc))
     return res
 

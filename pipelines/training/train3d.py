@@ -295,6 +295,7 @@ class Train3DTrainer(Trainer):
             out["labelled_frames"] = self.state["labelled_frames"]
         if self.state.get("twist_rounds"):
             out["twist_rounds"] = self.state["twist_rounds"]
+            out["twist_quality"] = self.state.get("twist_quality", {})
         log.info("train-3d: %d steps on %s in %.1f s, final loss %.4f", out["steps"], self.device, out["seconds"],
                  out["last"].get("loss", float("nan")))
         return out

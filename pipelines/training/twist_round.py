@@ -20,10 +20,10 @@ import logging
 import numpy as np
 import torch
 
-from ...data.frame import BACKGROUND, IGNORE
+from ...data.frame import BACKGROUND, CLASS_NAMES, IGNORE, NUM_CLASSES
 from ...data.label_store import LabelShard, write_label_shard
 from ...data.schema.labels import FrameLabels
-from ...pseudolabel.twist_update import mutate_box, proposal_targets, proposal_update
+from ...pseudolabel.twist_update import mutate_box, proposal_quality, proposal_targets, proposal_update
 from ...train3d.infer import cluster_instances, predict_semantic
 from ...train3d.losses import decode_votes
 from ...train3d.model import make_batch
@@ -189,6 +189,7 @@ def run_twist_round(trainer, rnd: int) -> None:
     losses = train_psi(trainer.psi, trainer.psi_optimizer, rows, tcfg, rng, device)
     del rows
     kept = total = 0
+    quality = np.zeros((NUM_CLASSES, 4), np.int64)
     for pos in trainer.positions:
         info = ds.manifest.shards[pos]
         base = LabelShard(ds, base_stage, info.name) if base_stage != GROUND_TRUTH else None
@@ -202,11 +203,18 @@ def run_twist_round(trainer, rnd: int) -> None:
             cls, cert = score_proposals(trainer.psi, view, device)
             kept += int((cert > tcfg.certainty_thresh).sum())
             total += len(cert)
+            if s.gt_semantic is not None:  # diagnostics where the data has truth (synthetic, benchmarks)
+                quality += proposal_quality(view["proposal"], cls, cert > tcfg.certainty_thresh, s.gt_semantic,
+                                            s.gt_instance, NUM_CLASSES)
             out.append(frame_update(s, view, cls, cert, tcfg, b))
         write_label_shard(ds.root, TWIST_STAGE, info.name, out, {"twist": {"round": rnd, "base": base_stage}},
                           __version__, {"frames": info.sha256}, scored=True)
     trainer.state["labels"] = TWIST_STAGE
     trainer.state.setdefault("twist_rounds", []).append(rnd)
+    # per class (Psi's): kept, kept matching a true instance (IoU >= 0.5), dropped, dropped matching
+    trainer.state.setdefault("twist_quality", {})[rnd] = {
+        name: dict(zip(("kept", "kept_true", "dropped", "dropped_true"), map(int, quality[c])))
+        for c, name in enumerate(CLASS_NAMES)}
     log.info("twist round %d: %d of %d proposals kept; psi %s", rnd, kept, total, losses)
 
 

@@ -134,6 +134,10 @@ def test_a_twist_round_relabels_the_other_frames_from_scored_proposals(labelled,
             "twist.uncovered": "keep"}
     summary = train_3d(data, tmp_path / "run", _cfg(epochs=2, max_steps_per_epoch=2, **sets), show_progress=False)
     assert summary["labels"] == "twist" and summary["twist_rounds"] == [1]
+    q = summary["twist_quality"][1]  # per class: what the round kept and dropped, and how much of it is true
+    assert set(q) == {"vehicle", "pedestrian", "cyclist"}
+    assert sum(v["kept"] + v["dropped"] for v in q.values()) > 0
+    assert all(v["kept_true"] <= v["kept"] and v["dropped_true"] <= v["dropped"] for v in q.values())
     ds = open_dataset(data)
     chosen = set(summary["labelled_frames"])
     for info in ds.manifest.shards:

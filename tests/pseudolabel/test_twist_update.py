@@ -75,3 +75,14 @@ def test_naive_update_thresholds_points_and_keeps_confident_clusters():
     sem, inst, centre, score = naive_update(probs, model_inst, shifted)
     assert sem.tolist() == [0, 0, IGNORE, BACKGROUND, 1] and inst.tolist() == [1, 1, 0, 0, 2]
     assert centre.tolist() == [[1, 0, 0], [4, 4, 4]] and score.tolist() == pytest.approx([0.8, 0.8])
+
+
+def test_proposal_quality_counts_matches_per_class():
+    from mwsis.pseudolabel.twist_update import proposal_quality
+
+    gt_sem = np.array([0, 0, 0, 0, 1, 1, 3, 3])
+    gt_inst = np.array([1, 1, 1, 1, 2, 2, 0, 0])
+    proposal = np.array([1, 1, 1, 0, 2, 2, 3, 3])  # p1: 3 of the car's 4 points; p2: the pedestrian; p3: ground
+    q = proposal_quality(proposal, np.array([0, 0, 1]), np.array([True, False, True]), gt_sem, gt_inst, 3)
+    assert q[0].tolist() == [1, 1, 1, 0]  # car p1 kept and true (IoU 0.75); p2 dropped, called car: not true
+    assert q[1].tolist() == [1, 0, 0, 0]  # p3 kept as a pedestrian: no true pedestrian there
