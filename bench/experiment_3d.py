@@ -7,7 +7,8 @@ predict-3d and PVC use; the student is reported beside it so that a lagging teac
     | CCL labels | SPG labels (the pseudo labels themselves, on the held-out frames)
 
 TWIST's rows (issue 14; ``--rows`` picks them, ``--record`` names their record): SPG + 5 % full labels (the
-labelled frames' ground truth, no round: the control) | SPG + TWIST (hybrid: rounds every 2 epochs from the
+labelled frames' ground truth, no round: the control); MWSIS Fig. 7's 1 / 5 / 10 % full labels alone, and the
+SPG run fine-tuned on them (both step-matched) | SPG + TWIST (hybrid: rounds every 2 epochs from the
 middle, points in no kept proposal keep their labels) | SPG + TWIST (ignore: those points are ignored).
 
 Joint 2D-3D WSSS's rows (issue 16, asked for by name): SPG labels plus CSCS 2D -> 3D from a noisy 2D oracle
@@ -38,6 +39,16 @@ TRAINED_TWIST = {"SPG + 5 % full labels": [*_FIVE, "twist.start_epoch=1000"],
                  "SPG + TWIST (hybrid)": [*_FIVE, "twist.every=2", "twist.uncovered=keep"],
                  "SPG + TWIST (ignore)": [*_FIVE, "twist.every=2", "twist.uncovered=ignore"]}
 TRAINED.update(TRAINED_TWIST)
+# MWSIS Fig. 7's few-full-labels rows (issue 14; asked for by name): the labelled frames alone, step-matched
+# (their frames cycled for as many steps as the other rows take), from scratch or fine-tuning the SPG run
+_ONLY = ["labels=spg", "pvc.enabled=false", "twist.enabled=true", "twist.labelled_only=true",
+         "twist.match_full_steps=true", "twist.start_epoch=1000"]
+SPG_RUN = "{spg_run}"  # replaced by the same seed's SPG run: those jobs start once it is trained
+TRAINED_FEW = {**{f"{p} % full labels alone": [*_ONLY, f"twist.label_fraction={p / 100}"] for p in (1, 5, 10)},
+               **{f"SPG, then {p} % full labels": [*_ONLY, f"twist.label_fraction={p / 100}", f"init_weights={SPG_RUN}"]
+                  for p in (1, 5, 10)}}
+TRAINED_TWIST.update(TRAINED_FEW)
+TRAINED.update(TRAINED_FEW)
 # Joint 2D-3D WSSS's 2D -> 3D forms (issue 16) against a noisy 2D oracle (pipelines/experiments/oracle.py)
 ORACLE_ROUND = 900
 _ORACLE = ["labels=spg", "pvc.enabled=false", f"cscs.round={ORACLE_ROUND}"]
@@ -114,13 +125,31 @@ def main() -> None:
                 if not data.exists():
                     shutil.copytree(train, data, ignore=shutil.ignore_patterns(".locks", "predictions"))
             run = args.out / f"run-{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}-seed{seed}"
+            spg_run = args.out / f"run-SPG-seed{seed}"
             jobs.append({"train": str(data), "val": str(val), "run": str(run), "config": str(args.config),
-                         "sets": [*args.sets, *sets, f"seed={seed}"], "rsc": name == "SPG + PVC"})
+                         "sets": [*args.sets, *[x.replace(SPG_RUN, str(spg_run)) for x in sets], f"seed={seed}"],
+                         "rsc": name == "SPG + PVC"})
             keys.append((name, seed))
-    results = run_parallel(train_eval_3d, jobs, exp.parallel)
+    # jobs that start from an SPG run go after the SPG runs (trained here if the SPG row was not asked for)
+    after = [i for i, (name, _) in enumerate(keys) if any(SPG_RUN in x for x in TRAINED[name])]
+    first = [i for i in range(len(jobs)) if i not in after]
+    if after:
+        have = {(n, s) for n, s in keys}
+        for seed in exp.seeds:
+            if ("SPG", seed) not in have:
+                first.append(len(jobs))
+                jobs.append({"train": str(train), "val": str(val), "run": str(args.out / f"run-SPG-seed{seed}"),
+                             "config": str(args.config), "sets": [*args.sets, *TRAINED["SPG"], f"seed={seed}"],
+                             "rsc": False})
+                keys.append(("SPG", seed))
+    results = [None] * len(jobs)
+    for phase in (first, after):
+        for i, res in zip(phase, run_parallel(train_eval_3d, [jobs[i] for i in phase], exp.parallel)):
+            results[i] = res
     by_row: dict[str, dict[int, dict]] = {}
     for (name, seed), res in zip(keys, results):
-        by_row.setdefault(name, {})[seed] = res
+        if name in args.rows or name == "SPG + PVC":
+            by_row.setdefault(name, {})[seed] = res
     if "SPG + PVC" in by_row:
         by_row["SPG + PVC + RSC"] = {s: {"teacher_rsc": r.pop("teacher_rsc")} for s, r in by_row["SPG + PVC"].items()}
     rows = []

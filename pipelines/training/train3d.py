@@ -10,6 +10,7 @@ and augmentation are seeded by (seed, epoch, step)). Under DDP each rank exports
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass, field, fields
@@ -94,6 +95,9 @@ class TwistConfig:
     # MWSIS Fig. 7 ("few full labels"): train on the labelled frames alone (from scratch, or fine-tuning a
     # box-supervised run given as init_weights)
     labelled_only: bool = False
+    # with labelled_only: each epoch cycles the labelled frames for as many steps as an epoch over every
+    # frame takes, so that a few-label run trains as many steps as the rows it is compared with
+    match_full_steps: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,7 @@ class Train3DTrainer(Trainer):
             check_label_shards(self.ds, self.cfg.labels, self.positions)
 
     def num_steps_per_epoch(self) -> int:
-        if self.cfg.twist.enabled and self.cfg.twist.labelled_only:
+        if self.cfg.twist.enabled and self.cfg.twist.labelled_only and not self.cfg.twist.match_full_steps:
             mine = set(self.positions)
             frames = sum(self.ds.locate(f)[0] in mine for f in self._labelled_frames())
         else:
@@ -250,18 +254,23 @@ class Train3DTrainer(Trainer):
         return {**super().parts(), "psi": self.psi, "psi_optimizer": self.psi_optimizer}
 
     def batches(self, epoch: int):
-        rng = np.random.default_rng([self.cfg.seed, epoch, 0])
-        buf = []
         gt_frames = frozenset(self.state.get("labelled_frames", ()))
         only = gt_frames if self.cfg.twist.enabled and self.cfg.twist.labelled_only else None
-        for s in iter_samples(self.ds, self.state["labels"], self.positions, rng, self.cfg.points, self.cscs_round,
-                              self.skipped, gt_frames, only):
-            buf.append(s)
-            if len(buf) == self.cfg.frames_per_step:
+        cycle = only is not None and self.cfg.twist.match_full_steps  # the trainer stops at steps_per_epoch
+        for n in itertools.count():
+            rng = np.random.default_rng([self.cfg.seed, epoch, 0] + ([n] if n else []))
+            buf, any_sample = [], False
+            for s in iter_samples(self.ds, self.state["labels"], self.positions, rng, self.cfg.points,
+                                  self.cscs_round, self.skipped, gt_frames, only):
+                buf.append(s)
+                any_sample = True
+                if len(buf) == self.cfg.frames_per_step:
+                    yield buf
+                    buf = []
+            if buf:
                 yield buf
-                buf = []
-        if buf:
-            yield buf
+            if not cycle or not any_sample:
+                return
 
     def run_step(self, samples) -> dict[str, torch.Tensor]:
         cfg, step = self.cfg, self.state["step"]

@@ -197,6 +197,12 @@ def test_few_full_labels_train_on_the_labelled_frames_alone_from_given_weights(l
     with pytest.raises(ValueError, match="holds no checkpoint"):
         train_3d(labelled, tmp_path / "x", _cfg(epochs=1, **{**sets, "init_weights": str(tmp_path)}),
                  show_progress=False)
+    # step-matched: the labelled frames are cycled for as many steps as an epoch over all frames
+    full = train_3d(labelled, tmp_path / "all", _cfg(epochs=1, **{"pvc.enabled": "false", "frames_per_step": 1}),
+                    show_progress=False)
+    matched = train_3d(labelled, tmp_path / "matched", _cfg(epochs=1, **{**sets, "twist.match_full_steps": "true"}),
+                       show_progress=False)
+    assert matched["steps"] == full["steps"] == len(open_dataset(labelled).frame_ids) > 2
 
 
 def test_samples_carry_the_centres_of_scored_labels(labelled):
