@@ -131,6 +131,28 @@ class Boxes2D:
 
 
 @dataclass
+class Clicks2D:
+    """One click per object and camera image (point supervision, WISE): the pixel (u, v) in continuous
+    image coordinates (pixel i spans [i, i+1)), its class and object id. Struct of arrays."""
+
+    camera_id: np.ndarray  # (K,) int8
+    class_id: np.ndarray  # (K,) int8, index into CLASS_NAMES
+    uv: np.ndarray  # (K, 2) float32
+    object_id: np.ndarray  # (K,) int64, the object the click marks (its box's, where both exist)
+
+    def __len__(self) -> int:
+        return int(self.camera_id.shape[0])
+
+    def of_camera(self, camera_id: int) -> "Clicks2D":
+        m = self.camera_id == camera_id
+        return Clicks2D(self.camera_id[m], self.class_id[m], self.uv[m], self.object_id[m])
+
+    @staticmethod
+    def empty() -> "Clicks2D":
+        return Clicks2D(np.zeros(0, np.int8), np.zeros(0, np.int8), np.zeros((0, 2), np.float32), np.zeros(0, np.int64))
+
+
+@dataclass
 class Masks2D:
     """Per-camera instance masks as pycocotools RLE (``counts`` compressed bytes, size [h, w])."""
 

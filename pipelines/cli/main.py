@@ -97,11 +97,13 @@ def synth(preset, fmt, frames, frames_per_sequence, seed, out, workers, image_sc
 @main.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (keys: frames, points_per_frame, "
-              "range_image_shape, boxes_per_class, ground_truth, ...).")
+              "range_image_shape, boxes_per_class, ground_truth, click_sets, ...).")
 @click.option("--verify", is_flag=True, help="Also check every shard's checksum.")
 def info(dataset, as_json, verify):
     """Summarise a dataset: frames, points per frame, range-image shape, boxes per class, ground truth."""
+    from ...data.click_store import click_sources
     from ...data.summary import summarize
+    from ..labels.clicks import count_clicks
     from ..progress import progress_bar
 
     ds = open_dataset(dataset)
@@ -109,6 +111,7 @@ def info(dataset, as_json, verify):
         ds.verify()
     with progress_bar(total=len(ds), unit="frame", desc="info", enabled=len(ds) > 500 and not as_json) as bar:
         s = summarize(ds, progress=bar.update)
+    s["click_sets"] = {c: count_clicks(dataset, c) for c in click_sources(dataset)}
     if as_json:
         click.echo(json.dumps(s, indent=1))
         return
@@ -123,6 +126,8 @@ def info(dataset, as_json, verify):
           else f"{name} (only {s['ground_truth_frames'][name]} of {s['frames']} frames)" for name in s["ground_truth"]]
     click.echo("ground truth       " + (", ".join(gt) or "none"))
     click.echo(f"first frame        {s['first_frame_id']}")
+    click.echo("click sets         " + (", ".join(f"{c} ({n} clicks)" for c, n in s["click_sets"].items())
+                                       or "none (make one with `mwsis clicks`)"))
 
 
 @main.group()
@@ -153,7 +158,9 @@ def _register() -> None:
     from .train import (eval_2d_cmd, eval_3d_cmd, predict_2d_cmd, predict_3d_cmd, train_2d_cmd,
                             train_3d_cmd)
 
-    for cmd in (stage_cmd, pseudolabels_cmd, eval_labels_cmd, bench_cmd, convert, train_3d_cmd, predict_3d_cmd,
+    from .clicks import clicks_cmd
+
+    for cmd in (clicks_cmd, stage_cmd, pseudolabels_cmd, eval_labels_cmd, bench_cmd, convert, train_3d_cmd, predict_3d_cmd,
                 eval_3d_cmd, train_2d_cmd, predict_2d_cmd, eval_2d_cmd, slurm, report_cmd):
         main.add_command(cmd)
     for cmd in (train_3d_slurm_cmd, train_2d_slurm_cmd):

@@ -1,0 +1,62 @@
+"""`mwsis clicks`: derived click sets, a COCO-style import (the documented example's format), `mwsis info`."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from mwsis.data.click_store import ClickShard
+from mwsis.data.store import open_dataset
+from mwsis.pipelines.cli.main import main
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "clicks.coco.json"
+
+
+def test_derive_import_and_info(tiny_dataset, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, root)
+    runner = CliRunner()
+    for how in ("box-centre", "mask-centre", "mask-random"):
+        r = runner.invoke(main, ["clicks", "--data", str(root), "--from", how, "--seed", "3", "--no-progress"])
+        assert r.exit_code == 0, r.output
+    ds = open_dataset(root)
+    name = ds.manifest.shards[0].name
+    fid, clicks = ClickShard(ds, "mask-random-s3", name).clicks(0)
+    frame = ds.frame(fid, images=False)
+    by_obj = {(int(c), int(o)): k for k, (c, o) in enumerate(zip(frame.gt.masks.camera_id, frame.gt.masks.object_id))}
+    assert len(clicks) > 0
+    for c, o, (u, v) in zip(clicks.camera_id, clicks.object_id, clicks.uv):  # inside the object's true mask
+        assert frame.gt.masks.decode(by_obj[(int(c), int(o))])[int(v), int(u)]
+
+    # a COCO-style file in the documented example's format, for this dataset's first frame
+    doc = json.loads(EXAMPLE.read_text())
+    cam = ds.manifest.sensors["cameras"][0]
+    doc["images"][0].update(frame_id=fid, camera_id=cam["camera_id"], width=cam["width"], height=cam["height"])
+    doc["annotations"][0]["keypoints"] = [2.5, 3.5, 2]
+    doc["annotations"][1]["keypoints"] = [4.0, 5.0, 0, 6.0, 7.0, 1]  # the first visible keypoint is the click
+    path = tmp_path / "clicks.json"
+    path.write_text(json.dumps(doc))
+    r = runner.invoke(main, ["clicks", "--data", str(root), "--from", "coco", "--coco", str(path), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    got_id, got = ClickShard(ds, "coco", name).clicks(0)
+    assert got_id == fid and got.uv.tolist() == [[2.5, 3.5], [6.0, 7.0]] and got.object_id.tolist() == [3, 11]
+    assert got.class_id.tolist() == [0, 1]
+
+    r = runner.invoke(main, ["info", str(root), "--json"])
+    sets = json.loads(r.output)["click_sets"]
+    assert set(sets) == {"box-centre", "mask-centre", "mask-random-s3", "coco"} and sets["coco"] == 2
+    assert "click sets" in runner.invoke(main, ["info", str(root)]).output
+
+    # bad input: named file, entry and field; nothing written
+    doc["annotations"][0]["category_id"] = 99
+    path.write_text(json.dumps(doc))
+    r = runner.invoke(main, ["clicks", "--data", str(root), "--from", "coco", "--coco", str(path), "--source", "x"])
+    assert r.exit_code != 0 and "annotations[0].category_id" in r.output and not (root / "clicks" / "x").exists()
+    doc["annotations"][0].update(category_id=1, keypoints=[1e5, 1.0, 2])
+    path.write_text(json.dumps(doc))
+    r = runner.invoke(main, ["clicks", "--data", str(root), "--from", "coco", "--coco", str(path), "--source", "x"])
+    assert r.exit_code != 0 and f"frame {fid}, field keypoints" in r.output and not (root / "clicks" / "x").exists()
+    assert np.isfinite(got.uv).all()
