@@ -95,3 +95,9 @@ class ClickShard:
     def __iter__(self) -> Iterator[tuple[str, Clicks2D]]:
         for i in range(len(self)):
             yield self.clicks(i)
+
+
+def read_frame_clicks(ds: Dataset, source: str, frame_id: str) -> Clicks2D:
+    """One frame's clicks of a click set (verified)."""
+    pos, i = ds.locate(frame_id)
+    return ClickShard(ds, source, ds.manifest.shards[pos].name).clicks(i, frame_id)[1]

@@ -122,11 +122,13 @@ def range_view(frame: Frame, semantic=None, instance=None, laser_id: int = TOP_L
 
 
 def camera_view(frame: Frame, camera_id: int, masks: bool = True, points: bool = False,
-                semantic=None, instance=None, label_masks: list[tuple[int, dict]] | None = None) -> np.ndarray:
+                semantic=None, instance=None, label_masks: list[tuple[int, dict]] | None = None,
+                clicks=None) -> np.ndarray:
     """A camera image with its 2D boxes (class colour, object id) and masks overlaid.
 
     ``masks``: draw the ground-truth masks; ``label_masks``: (colour id, RLE) pairs to draw instead
-    (e.g. a stage's SAM masks); ``points``: the projected points, coloured like ``point_colors``.
+    (e.g. a stage's SAM masks); ``points``: the projected points, coloured like ``point_colors``;
+    ``clicks``: a ``Clicks2D`` (any cameras), drawn as class-coloured rings with a white centre.
     """
     from PIL import Image, ImageDraw
     from pycocotools import mask as mask_utils
@@ -156,7 +158,16 @@ def camera_view(frame: Frame, camera_id: int, masks: bool = True, points: bool =
         color = tuple(int(c) for c in CLASS_COLORS[boxes.class_id[i]])
         draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=color, width=2)
         draw.text((x1 + 2, y1 + 1), f"{CLASS_NAMES[boxes.class_id[i]]} {boxes.object_id[i]}", fill=color)
-    draw.text((4, 4), f"{cam.name} ({len(boxes)} boxes)", fill=(255, 255, 255))
+    n_clicks = 0
+    if clicks is not None:
+        mine = clicks.of_camera(camera_id)
+        n_clicks = len(mine)
+        for (u, v), k in zip(mine.uv.tolist(), mine.class_id):
+            color = tuple(int(c) for c in CLASS_COLORS[k])
+            draw.ellipse([u - 5, v - 5, u + 5, v + 5], outline=color, width=2)
+            draw.ellipse([u - 1.5, v - 1.5, u + 1.5, v + 1.5], fill=(255, 255, 255))
+    extra = f", {n_clicks} clicks" if clicks is not None else ""
+    draw.text((4, 4), f"{cam.name} ({len(boxes)} boxes{extra})", fill=(255, 255, 255))
     return np.asarray(pil)
 
 

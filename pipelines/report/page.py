@@ -122,6 +122,7 @@ def pick_frames(frame_ids: list[str], n: int) -> list[str]:
 def gallery(ds, frame_ids: list[str], img_dir: Path) -> list[dict]:
     """Pictures of each frame: {"frame", "pictures": [{"file", "caption"}]} (files relative to the page)."""
     from ...data import viz
+    from ...data.click_store import click_sources, read_frame_clicks
     from ...data.label_store import read_frame_labels, stages_with_labels
     from .viz import save_png
 
@@ -145,6 +146,16 @@ def gallery(ds, frame_ids: list[str], img_dir: Path) -> list[dict]:
         pics.append(("range", "range image (TOP), ground truth", lambda: viz.range_view(frame)))
         pics += [(f"camera_{c.name}", f"camera {c.name}: boxes and ground-truth masks",
                   lambda c=c: viz.camera_view(frame, c.camera_id)) for c in frame.cameras]
+        for source in click_sources(ds.root):  # the first camera with each click set
+            try:
+                clicks = read_frame_clicks(ds, source, fid)
+            except StoreError as e:
+                log.warning("report: no %s clicks for %s (%s)", source, fid, e)
+                continue
+            cam = frame.cameras[0]
+            pics.append((f"clicks-{source}_{cam.name}", f"camera {cam.name}: click set {source}",
+                         lambda clicks=clicks, cam=cam: viz.camera_view(frame, cam.camera_id, masks=False,
+                                                                        clicks=clicks)))
         entry = {"frame": fid, "pictures": []}
         for name, caption, draw in pics:
             path = img_dir / f"{_safe(fid)}_{name}.png"

@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from ...data import viz
+from ...data.click_store import click_sources, read_frame_clicks
 from ...data.label_store import read_frame_labels, stages_with_labels
 from ...data.store import open_dataset, write_bytes_atomic
 
@@ -21,8 +22,8 @@ def save_png(path: Path, rgb) -> None:
 
 
 def viz_frame(data: Path | str, frame_id: str, out: Path | str, points_on_images: bool = False) -> list[Path]:
-    """BEV, range image and every camera (boxes + masks) of ``frame_id`` as PNGs in ``out``, then the
-    same pictures for every stage that has labels (BEV by label, DCS segments, cameras with the
+    """BEV, range image and every camera (boxes + masks) of ``frame_id`` as PNGs in ``out``, every camera
+    with each click set's clicks, then the same pictures for every stage that has labels (BEV by label, DCS segments, cameras with the
     projected labels and SAM masks)."""
     ds = open_dataset(data)
     frame = ds.frame(frame_id, images=True)
@@ -31,6 +32,11 @@ def viz_frame(data: Path | str, frame_id: str, out: Path | str, points_on_images
     pictures = {"bev": viz.bev(frame), "range": viz.range_view(frame)}
     for cam in frame.cameras:
         pictures[f"camera_{cam.name}"] = viz.camera_view(frame, cam.camera_id, points=points_on_images)
+    for source in click_sources(ds.root):  # each click set over the boxes
+        clicks = read_frame_clicks(ds, source, frame_id)
+        for cam in frame.cameras:
+            pictures[f"clicks-{source}_camera_{cam.name}"] = viz.camera_view(frame, cam.camera_id, masks=False,
+                                                                             clicks=clicks)
     for stage in stages_with_labels(ds):
         lab = read_frame_labels(ds, stage, frame_id)
         if lab.segment is not None:

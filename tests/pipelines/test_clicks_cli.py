@@ -50,6 +50,24 @@ def test_derive_import_and_info(tiny_dataset, tmp_path):
     assert set(sets) == {"box-centre", "mask-centre", "mask-random-s3", "coco"} and sets["coco"] == 2
     assert "click sets" in runner.invoke(main, ["info", str(root)]).output
 
+    # viz draws each click set on every camera
+    out = tmp_path / "viz"
+    r = runner.invoke(main, ["viz", "frame", str(root), fid, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    pics = sorted(p.name for p in out.glob(f"{fid}_clicks-*"))
+    assert len(pics) == 4 * len(ds.manifest.sensors["cameras"])
+    from mwsis.data import viz
+
+    full = ds.frame(fid, images=True)
+    box_clicks = ClickShard(ds, "box-centre", name).clicks(0)[1].of_camera(cam["camera_id"])
+    plain = viz.camera_view(full, cam["camera_id"], masks=False).astype(int)
+    drawn = viz.camera_view(full, cam["camera_id"], masks=False, clicks=box_clicks).astype(int)
+    ys, xs = np.nonzero(np.abs(drawn - plain).sum(2))
+    ys, xs = ys[ys > 16], xs[ys > 16]  # below the title line (it counts the clicks)
+    assert len(ys) > 0 and len(box_clicks) > 0
+    d = np.hypot(xs[:, None] - box_clicks.uv[None, :, 0], ys[:, None] - box_clicks.uv[None, :, 1]).min(1)
+    assert d.max() <= 7.5  # every changed pixel belongs to a drawn click
+
     # bad input: named file, entry and field; nothing written
     doc["annotations"][0]["category_id"] = 99
     path.write_text(json.dumps(doc))

@@ -130,3 +130,15 @@ def test_page_renders_in_headless_chromium(request, tmp_path):
     assert img.std() > 20  # not a blank page: text, tables, plots and pictures
     assert (img < 245).mean() > 0.05  # a real share of the page is drawn on (a white page with an error: ~1 %)
     shutil.copy(shot, out / "screenshot.png")  # kept next to the page for a look when the test is debugged
+
+
+def test_report_shows_click_sets(setup, tmp_path):
+    from mwsis.pipelines.labels.clicks import derive_clicks
+
+    ds = tmp_path / "ds"
+    shutil.copytree(setup[0], ds)
+    derive_clicks(ds, "box-centre", show_progress=False)
+    rep = build_report(ds, [], tmp_path / "report", frames=1)
+    pics = [p for p in rep["gallery"][0]["pictures"] if "clicks-box-centre" in p["file"]]
+    assert len(pics) == 1 and "click set box-centre" in pics[0]["caption"]
+    assert (tmp_path / "report" / pics[0]["file"]).stat().st_size > 1000
