@@ -26,6 +26,7 @@ from pathlib import Path
 from ... import __version__
 from ...data.label_store import (LabelShard, label_shard_checksum, label_shard_metadata, label_shard_path,
                                 write_label_shard)
+from ...data.click_store import ClickShard
 from ...data.prediction_store import PredictionShard
 from ...data.locks import exclusive_lock, remove_stale_temps, tidy_temps
 from ...data.store import StoreError, WriteError, open_dataset
@@ -66,6 +67,7 @@ def shard_inputs(root: Path, stage: str, info, cfg: dict, predictions: dict[str,
     """Verified checksums of everything a stage's output shard depends on: the frame shard (against the
     manifest), prediction and dependency label shards (against their stamps). Size and mtime guard each
     one; ``verify`` hashes every byte. A missing or damaged input raises, naming the file."""
+    from ...data.click_store import click_shard_path
     from ...data.integrity import check_file
     from ...data.prediction_store import round_dir
 
@@ -77,6 +79,13 @@ def shard_inputs(root: Path, stage: str, info, cfg: dict, predictions: dict[str,
             raise StoreError(f"{path}: missing; stage '{stage}' needs {source} predictions of round {rnd}")
         inputs[f"predictions/{source}/{name}"] = check_file(path, verify=verify,
                                                             hint=f"export round {rnd} again (`mwsis predict-{source}`)")
+    if STAGES[stage].clicks_fn:
+        source = STAGES[stage].clicks_fn(cfg)
+        path = click_shard_path(root, source, info.name)
+        if not path.exists():
+            raise StoreError(f"{path}: missing; stage '{stage}' needs click set '{source}' "
+                             f"(make it with `mwsis clicks --data {root} --from ...`)")
+        inputs[f"clicks/{source}"] = check_file(path, verify=verify, hint="make the click set again")
     for dep in STAGES[stage].dependencies(cfg):
         if not label_shard_path(root, dep, info.name).exists():
             raise StoreError(f"{root}/labels/{dep}/{info.name}.parquet: missing; stage '{stage}' needs stage "
@@ -148,6 +157,7 @@ def _label_shard(ds, stage: str, config: StagesConfig, shard_pos: int, force: bo
     ctx = spec.setup(cfg) if spec.setup else None
     deps = {d: LabelShard(ds, d, info.name) for d in spec.dependencies(cfg)}
     preds = {n: PredictionShard(ds, src, rnd, info.name) for n, (src, rnd) in predictions.items()}
+    clicks = ClickShard(ds, spec.clicks_fn(cfg), info.name) if spec.clicks_fn else None
 
     def rows():
         for i, frame in enumerate(ds.shard(shard_pos).iter_frames(images=spec.needs_images)):
@@ -162,6 +172,8 @@ def _label_shard(ds, stage: str, config: StagesConfig, shard_pos: int, force: bo
                     raise StoreError(f"{p.path}: row {i} is frame {fid}, frames shard has {frame.frame_id} "
                                      "(mismatched ids)")
                 dep_labels[n] = probs
+            if clicks is not None:
+                dep_labels["clicks"] = clicks.clicks(i, frame.frame_id)[1]
             try:
                 out = spec.label_frame(frame, dep_labels, cfg, ctx)
             except Exception as e:  # name the frame, keep the cause

@@ -24,6 +24,7 @@ import numpy as np
 
 from ...data.frame import Frame
 from ...data.schema.labels import FrameLabels, LabelMasks
+from ...pseudolabel.clicks3d import Clicks3DConfig, clicks3d_labels
 from ...pseudolabel.points import PointSetConfig
 from ...pseudolabel.pvc import PVCConfig, pvc_vote
 from ...pseudolabel.sam import SAMConfig, sam_frame, sam_predictor
@@ -45,6 +46,9 @@ class StageSpec:
     # prediction shards the stage reads: (dataset root, cfg) -> {name: (source, round)}; each frame's
     # probabilities arrive in ``deps[name]`` and the shard checksums join the stage's recorded inputs
     predictions_fn: Callable[[Any, dict], dict[str, tuple[str, int]]] | None = None
+    # the click set the stage reads (cfg -> source): each frame's ``Clicks2D`` arrives in ``deps["clicks"]``
+    # and the click shard's checksum joins the recorded inputs
+    clicks_fn: Callable[[dict], str] | None = None
 
     def dependencies(self, cfg: dict) -> tuple[str, ...]:
         return self.depends_fn(cfg) if self.depends_fn else self.depends
@@ -67,6 +71,7 @@ class StagesConfig:
     spg: SPGConfig = field(default_factory=SPGConfig)
     sam: SAMConfig = field(default_factory=SAMConfig)
     pvc: PVCStageConfig = field(default_factory=PVCStageConfig)
+    clicks3d: Clicks3DConfig = field(default_factory=Clicks3DConfig)
 
     @classmethod
     def resolve(cls, overrides: "StagesConfig | dict[str, dict] | None" = None) -> "StagesConfig":
@@ -139,6 +144,15 @@ def _spg(frame, deps, cfg, ctx):
     return _labels(frame, sem, inst, segment=seg)
 
 
+def _clicks3d(frame, deps, cfg, ctx):
+    seg = deps["dcs"].segment
+    if seg is None or seg.shape[0] != len(frame.points):
+        raise ValueError(f"labels/dcs: segment ids missing or of wrong length for {len(frame.points)} points")
+    eligible = cfg["points"].eligible(frame.points)
+    sem, inst = clicks3d_labels(frame.points, deps["clicks"], eligible, seg, cfg["clicks3d"])
+    return FrameLabels(frame.frame_id, semantic=sem, instance=inst, segment=seg)  # instance: click index + 1
+
+
 def _sam_setup(cfg):
     return sam_predictor(cfg["sam"])
 
@@ -182,6 +196,9 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
     StageSpec("ccl", _ccl, doc="frustum + largest CCL cluster per box (Eq. 4)"),
     StageSpec("dcs", _dcs, doc="DCS ring-segment ids on the TOP range image"),
     StageSpec("spg", _spg, depends=("dcs",), doc="Eq. 3 ring-segment proportions, then Eq. 4"),
+    StageSpec("clicks3d", _clicks3d, sections=("points", "spg", "clicks3d"), depends=("dcs",),
+              clicks_fn=lambda cfg: cfg["clicks3d"].source,
+              doc="one click per object: seed points, ground removal, 3D growth, ring segments (issue 17)"),
     StageSpec("sam", _sam, sections=("points", "spg", "sam"), needs_images=True, setup=_sam_setup, skip_reason=_sam_skip,
               doc="SAM box-prompt masks lifted to points + largest CCL cluster"),
     StageSpec("pvc", _pvc, sections=("pvc",), depends_fn=lambda cfg: (cfg["pvc"].base,), predictions_fn=_pvc_rounds,

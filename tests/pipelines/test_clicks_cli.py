@@ -78,3 +78,37 @@ def test_derive_import_and_info(tiny_dataset, tmp_path):
     r = runner.invoke(main, ["clicks", "--data", str(root), "--from", "coco", "--coco", str(path), "--source", "x"])
     assert r.exit_code != 0 and f"frame {fid}, field keypoints" in r.output and not (root / "clicks" / "x").exists()
     assert np.isfinite(got.uv).all()
+
+
+def test_clicks3d_stage_beside_spg(tiny_dataset, tmp_path):
+    from mwsis.data.label_store import LabelShard
+    from mwsis.pipelines.labels.clicks import derive_clicks
+    from mwsis.pipelines.labels.evaluate import evaluate_labels
+    from mwsis.pipelines.labels.runner import run_stages
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, root)
+    res = run_stages(root, ["clicks3d"], {"clicks3d": {"source": "mask-centre"}}, show_progress=False)
+    failed = [r for r in res if r.status == "failed"]
+    assert failed and all("click set 'mask-centre'" in r.error and "mwsis clicks" in r.error for r in failed)
+    derive_clicks(root, "mask-centre", show_progress=False)
+    res = run_stages(root, ["spg", "clicks3d"], {"clicks3d": {"source": "mask-centre"}}, show_progress=False)
+    assert all(r.status == "done" for r in res if r.stage == "clicks3d")
+    ds = open_dataset(root)
+    lab = LabelShard(ds, "clicks3d", ds.manifest.shards[0].name)
+    assert lab.metadata["inputs"]["clicks/mask-centre"]
+    q = evaluate_labels(root, ["spg", "clicks3d"], show_progress=False)
+    assert q["clicks3d"]["miou"] > 0.2 and q["clicks3d"]["per_class"]["vehicle"]["iou"] > 0.3
+    # the same clicks again: up to date; other clicks in one shard: that shard is rewritten
+    derive_clicks(root, "mask-centre", show_progress=False)
+    res = run_stages(root, ["clicks3d"], {"clicks3d": {"source": "mask-centre"}}, show_progress=False)
+    assert all(r.status == "skipped" for r in res if r.stage == "clicks3d")
+    from mwsis.data.click_store import write_click_shard
+    from mwsis.data.frame import Clicks2D
+
+    name = ds.manifest.shards[0].name
+    ids = [f.frame_id for f in ds.shard(0).iter_frames(images=False)]
+    write_click_shard(root, "mask-centre", name, [(f, Clicks2D.empty()) for f in ids], {})
+    res = run_stages(root, ["clicks3d"], {"clicks3d": {"source": "mask-centre"}}, show_progress=False)
+    assert [r.shard for r in res if r.stage == "clicks3d" and r.status == "done"] == [name]
+    assert not (LabelShard(open_dataset(root), "clicks3d", name).labels(0).instance > 0).any()
