@@ -12,7 +12,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from ..data.frame import Boxes2D, Camera, Points
+from ..data.frame import Boxes2D, Camera, Clicks2D, Points
 from .frustum import Claims
 from .points import PointSetConfig
 from .spg import PAPER_POINTS, SPGConfig, ccl_labels
@@ -27,6 +27,10 @@ class SAMConfig:
     model_type: Literal["auto", "vit_h", "vit_l", "vit_b"] = "auto"  # vit_h | vit_l | vit_b | auto (from the weights)
     batch_size: int = field(default=64, metadata={"range": (1, None)})  # boxes per predict_torch call
     device: str | None = None  # default: CUDA when available
+    # what prompts SAM: the 2D boxes (MWSIS), one click per object (``clicks``: the click set; masks and
+    # instances per click), or both (each box with its object's click in that camera, where there is one)
+    prompts: Literal["boxes", "clicks", "boxes+clicks"] = "boxes"
+    clicks: str = "box-centre"  # the click set (``mwsis clicks``) for the click prompts
 
 
 class SAMFrameLabels(NamedTuple):
@@ -47,8 +51,22 @@ def sam_predictor(cfg: SAMConfig):
     return make_predictor(sam)
 
 
+def _click_prompts(boxes2d: Boxes2D, clicks: Clicks2D | None, prompts: str):
+    """(prompt objects, their boxes (K, 4) with NaN rows, their points (K, 2) with NaN rows): the frame's boxes
+    (each with its object's click in its camera, for "boxes+clicks"), or its clicks alone."""
+    if prompts == "clicks":
+        return clicks, np.full((len(clicks), 4), np.nan, np.float32), clicks.uv
+    pts = np.full((len(boxes2d), 2), np.nan, np.float32)
+    if prompts == "boxes+clicks" and clicks is not None:
+        at = {(int(c), int(o)): uv for c, o, uv in zip(clicks.camera_id, clicks.object_id, clicks.uv)}
+        for k, (c, o) in enumerate(zip(boxes2d.camera_id, boxes2d.object_id)):
+            pts[k] = at.get((int(c), int(o)), pts[k])
+    return boxes2d, boxes2d.xyxy.astype(np.float32), pts
+
+
 def sam_frame(points: Points, boxes2d: Boxes2D, cameras: list[Camera], predictor, cfg: SPGConfig = SPGConfig(),
-              batch_size: int = 64, point_set: PointSetConfig = PAPER_POINTS) -> SAMFrameLabels:
+              batch_size: int = 64, point_set: PointSetConfig = PAPER_POINTS, clicks: Clicks2D | None = None,
+              prompts: str = "boxes") -> SAMFrameLabels:
     """SAM labels of one frame.
 
     Args:
@@ -57,18 +75,24 @@ def sam_frame(points: Points, boxes2d: Boxes2D, cameras: list[Camera], predictor
         cameras: its cameras, images loaded.
         predictor: from ``sam_predictor``.
         cfg: the CCL radii and overlap rules of Eq. 4.
-        batch_size: boxes per SAM call.
+        batch_size: prompts per SAM call.
         point_set: which points are labelled.
+        clicks, prompts: ``SAMConfig.prompts``. With "clicks" every mask, claim and instance belongs to a
+            click (instance = click index + 1, ``box_index`` = the click index).
     """
-    from .sam_prompt import lift_masks_to_points, masks_to_rle, segment_boxes
+    from .sam_prompt import lift_masks_to_points, masks_to_rle, segment_prompts
 
+    if prompts != "boxes" and clicks is None:
+        raise ValueError(f"SAM prompts {prompts!r} need a click set")
+    objs, prompt_boxes, prompt_points = _click_prompts(boxes2d, clicks, prompts)
     cam_ids, box_idx, scores, rles, point_l, box_l = [], [], [], [], [], []
     eligible = point_set.eligible(points)
     for cam in cameras:
-        idx = np.flatnonzero(boxes2d.camera_id == cam.camera_id)
+        idx = np.flatnonzero(objs.camera_id == cam.camera_id)
         if not len(idx):
             continue
-        masks, sc = segment_boxes(predictor, cam.image(), boxes2d.xyxy[idx], batch_size=batch_size)
+        masks, sc = segment_prompts(predictor, cam.image(), prompt_boxes[idx], prompt_points[idx],
+                                    batch_size=batch_size)
         lifted = lift_masks_to_points(points.cam_id, points.cam_uv, np.full(len(idx), cam.camera_id),
                                       masks, (cam.width, cam.height), valid=eligible)
         point_l.append(lifted.point)
@@ -80,7 +104,6 @@ def sam_frame(points: Points, boxes2d: Boxes2D, cameras: list[Camera], predictor
     cat = (lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t))
     point, box = cat(point_l, np.int64), cat(box_l, np.int32)
     order = np.lexsort((box, point))
-    claims = Claims(point[order], box[order], len(points), len(boxes2d))
-    sem, inst = ccl_labels(points.xyz, claims, boxes2d.class_id, eligible, points.range, cfg,
-                           box_owner=boxes2d.object_id)
+    claims = Claims(point[order], box[order], len(points), len(objs))
+    sem, inst = ccl_labels(points.xyz, claims, objs.class_id, eligible, points.range, cfg, box_owner=objs.object_id)
     return SAMFrameLabels(sem, inst, cat(cam_ids, np.int8), cat(box_idx, np.int32), cat(scores, np.float32), rles)

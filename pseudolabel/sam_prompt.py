@@ -41,6 +41,7 @@ __all__ = [
     "tiny_sam",
     "make_predictor",
     "segment_boxes",
+    "segment_prompts",
     "masks_to_rle",
     "rle_to_masks",
     "lift_masks_to_points",
@@ -190,14 +191,23 @@ def make_predictor(sam):
 
 def segment_boxes(predictor, image: np.ndarray, boxes_xyxy: np.ndarray, batch_size: int = 64
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """One mask per box prompt: ``(masks (K, H, W) bool, scores (K,) float32)``.
+    """One mask per box prompt: ``(masks (K, H, W) bool, scores (K,) float32)``: ``segment_prompts``
+    with boxes alone."""
+    return segment_prompts(predictor, image, boxes_xyxy, None, batch_size)
 
-    ``predictor`` is a ``SamPredictor``; ``image`` an (H, W, 3) uint8 RGB image; ``boxes_xyxy`` a
-    (K, 4) array of pixel boxes ``(x1, y1, x2, y2)``. The image is embedded once
-    (``predictor.set_image``), then all boxes go through ``predict_torch`` in batches of
-    ``batch_size`` with ``multimask_output=False``. Boxes are clipped to the image; a box with no
-    area inside the image gets an empty mask and score 0 without reaching the model. ``K == 0``
-    returns empty arrays without running the model. Scores are SAM's predicted IoU.
+
+def segment_prompts(predictor, image: np.ndarray, boxes_xyxy: np.ndarray | None, points_uv: np.ndarray | None,
+                    batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """One mask per prompt: ``(masks (K, H, W) bool, scores (K,) float32)``.
+
+    ``predictor`` is a ``SamPredictor``; ``image`` an (H, W, 3) uint8 RGB image. Prompt k is the box
+    ``boxes_xyxy[k]`` ``(x1, y1, x2, y2)`` and/or the foreground point ``points_uv[k]`` (a click, pixels):
+    either array may be None, and a NaN row means "no box" / "no point" for that prompt. The image is
+    embedded once (``predictor.set_image``), then the prompts go through ``predict_torch`` in batches of
+    ``batch_size`` with ``multimask_output=False``, grouped by kind (box, point, both). Boxes are clipped to
+    the image; a prompt with neither a box with area inside the image nor a point inside it gets an empty
+    mask and score 0 without reaching the model. ``K == 0`` returns empty arrays without running the model.
+    Scores are SAM's predicted IoU.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
@@ -207,30 +217,40 @@ def segment_boxes(predictor, image: np.ndarray, boxes_xyxy: np.ndarray, batch_si
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     h, w = int(image.shape[0]), int(image.shape[1])
-    boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
-    k = boxes.shape[0]
+    k = len(boxes_xyxy) if boxes_xyxy is not None else (len(points_uv) if points_uv is not None else 0)
+    boxes = (np.full((k, 4), np.nan, np.float32) if boxes_xyxy is None
+             else np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4).copy())
+    points = (np.full((k, 2), np.nan, np.float32) if points_uv is None
+              else np.asarray(points_uv, dtype=np.float32).reshape(-1, 2).copy())
+    if len(boxes) != len(points):
+        raise ValueError(f"{len(boxes)} boxes and {len(points)} points: one of each per prompt")
     masks = np.zeros((k, h, w), dtype=bool)
     scores = np.zeros(k, dtype=np.float32)
     if k == 0:
         return masks, scores
-    if not np.isfinite(boxes).all():
-        raise ValueError("boxes_xyxy contains non-finite values")
-    boxes = boxes.copy()
+    if np.isinf(boxes).any() or np.isinf(points).any():
+        raise ValueError("prompts contain infinite values")
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0.0, float(w))
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0.0, float(h))
-    live = np.flatnonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
-    if live.size == 0:
+    has_box = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # False for NaN rows
+    has_point = (points[:, 0] >= 0) & (points[:, 0] < w) & (points[:, 1] >= 0) & (points[:, 1] < h)
+    if not (has_box | has_point).any():
         return masks, scores
+    dev = predictor.device
     with torch.inference_mode():
         predictor.set_image(image)
-        for start in range(0, live.size, batch_size):
-            idx = live[start:start + batch_size]
-            b = torch.as_tensor(boxes[idx], dtype=torch.float32, device=predictor.device)
-            b = predictor.transform.apply_boxes_torch(b, (h, w))
-            m, iou, _ = predictor.predict_torch(point_coords=None, point_labels=None, boxes=b,
-                                                multimask_output=False)
-            masks[idx] = m[:, 0].cpu().numpy()
-            scores[idx] = iou[:, 0].float().cpu().numpy()
+        for kind in ((True, False), (False, True), (True, True)):
+            group = np.flatnonzero((has_box == kind[0]) & (has_point == kind[1]))
+            for start in range(0, group.size, batch_size):
+                idx = group[start:start + batch_size]
+                b = (predictor.transform.apply_boxes_torch(torch.as_tensor(boxes[idx], device=dev), (h, w))
+                     if kind[0] else None)
+                c = (predictor.transform.apply_coords_torch(torch.as_tensor(points[idx, None], device=dev), (h, w))
+                     if kind[1] else None)
+                lab = torch.ones(len(idx), 1, device=dev) if kind[1] else None
+                m, iou, _ = predictor.predict_torch(point_coords=c, point_labels=lab, boxes=b, multimask_output=False)
+                masks[idx] = m[:, 0].cpu().numpy()
+                scores[idx] = iou[:, 0].float().cpu().numpy()
     return masks, scores
 
 

@@ -79,8 +79,8 @@ def shard_inputs(root: Path, stage: str, info, cfg: dict, predictions: dict[str,
             raise StoreError(f"{path}: missing; stage '{stage}' needs {source} predictions of round {rnd}")
         inputs[f"predictions/{source}/{name}"] = check_file(path, verify=verify,
                                                             hint=f"export round {rnd} again (`mwsis predict-{source}`)")
-    if STAGES[stage].clicks_fn:
-        source = STAGES[stage].clicks_fn(cfg)
+    source = STAGES[stage].clicks_fn(cfg) if STAGES[stage].clicks_fn else None
+    if source is not None:
         path = click_shard_path(root, source, info.name)
         if not path.exists():
             raise StoreError(f"{path}: missing; stage '{stage}' needs click set '{source}' "
@@ -157,7 +157,8 @@ def _label_shard(ds, stage: str, config: StagesConfig, shard_pos: int, force: bo
     ctx = spec.setup(cfg) if spec.setup else None
     deps = {d: LabelShard(ds, d, info.name) for d in spec.dependencies(cfg)}
     preds = {n: PredictionShard(ds, src, rnd, info.name) for n, (src, rnd) in predictions.items()}
-    clicks = ClickShard(ds, spec.clicks_fn(cfg), info.name) if spec.clicks_fn else None
+    source = spec.clicks_fn(cfg) if spec.clicks_fn else None
+    clicks = ClickShard(ds, source, info.name) if source is not None else None
 
     def rows():
         for i, frame in enumerate(ds.shard(shard_pos).iter_frames(images=spec.needs_images)):

@@ -46,9 +46,9 @@ class StageSpec:
     # prediction shards the stage reads: (dataset root, cfg) -> {name: (source, round)}; each frame's
     # probabilities arrive in ``deps[name]`` and the shard checksums join the stage's recorded inputs
     predictions_fn: Callable[[Any, dict], dict[str, tuple[str, int]]] | None = None
-    # the click set the stage reads (cfg -> source): each frame's ``Clicks2D`` arrives in ``deps["clicks"]``
-    # and the click shard's checksum joins the recorded inputs
-    clicks_fn: Callable[[dict], str] | None = None
+    # the click set the stage reads (cfg -> source, or None: none): each frame's ``Clicks2D`` arrives in
+    # ``deps["clicks"]`` and the click shard's checksum joins the recorded inputs
+    clicks_fn: Callable[[dict], str | None] | None = None
 
     def dependencies(self, cfg: dict) -> tuple[str, ...]:
         return self.depends_fn(cfg) if self.depends_fn else self.depends
@@ -98,6 +98,8 @@ class StagesConfig:
         that shards stay byte-identical and current across the move (``need_camera`` only when off: it did
         not exist then). ``resolve`` reads it back from there (``config.MOVED``)."""
         rec = {s: asdict(getattr(self, s)) for s in names if s != "points"}
+        if "sam" in rec and rec["sam"]["prompts"] == "boxes":  # box prompts record what they did before clicks
+            del rec["sam"]["prompts"], rec["sam"]["clicks"]
         if "points" in names:
             if "spg" not in rec:
                 raise ValueError(f"sections {names}: the point set is recorded inside 'spg', which is missing")
@@ -162,8 +164,13 @@ def _sam_skip(cfg):
 
 
 def _sam(frame, deps, cfg, predictor):
-    r = sam_frame(frame.points, frame.boxes2d, frame.cameras, predictor, cfg["spg"], cfg["sam"].batch_size,
-                  cfg["points"])
+    sc = cfg["sam"]
+    r = sam_frame(frame.points, frame.boxes2d, frame.cameras, predictor, cfg["spg"], sc.batch_size, cfg["points"],
+                  deps.get("clicks"), sc.prompts)
+    if sc.prompts == "clicks":  # masks and instances per click (box_index: the click index)
+        c = deps["clicks"]
+        masks2d = LabelMasks(r.camera_id, r.box_index, c.class_id[r.box_index].astype(np.int8), r.score, r.rles)
+        return FrameLabels(frame.frame_id, semantic=r.semantic, instance=r.instance, masks2d=masks2d)
     masks2d = LabelMasks(r.camera_id, r.box_index, frame.boxes2d.class_id[r.box_index].astype(np.int8), r.score, r.rles)
     return _labels(frame, r.semantic, r.instance, masks2d=masks2d)
 
@@ -200,7 +207,8 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
               clicks_fn=lambda cfg: cfg["clicks3d"].source,
               doc="one click per object: seed points, ground removal, 3D growth, ring segments (issue 17)"),
     StageSpec("sam", _sam, sections=("points", "spg", "sam"), needs_images=True, setup=_sam_setup, skip_reason=_sam_skip,
-              doc="SAM box-prompt masks lifted to points + largest CCL cluster"),
+              clicks_fn=lambda cfg: None if cfg["sam"].prompts == "boxes" else cfg["sam"].clicks,
+              doc="SAM box-prompt (or click-prompt) masks lifted to points + largest CCL cluster"),
     StageSpec("pvc", _pvc, sections=("pvc",), depends_fn=lambda cfg: (cfg["pvc"].base,), predictions_fn=_pvc_rounds,
               doc="vote over the newest 3D teacher prediction rounds, correcting the base labels"),
 ]}

@@ -112,3 +112,32 @@ def test_clicks3d_stage_beside_spg(tiny_dataset, tmp_path):
     res = run_stages(root, ["clicks3d"], {"clicks3d": {"source": "mask-centre"}}, show_progress=False)
     assert [r.shard for r in res if r.stage == "clicks3d" and r.status == "done"] == [name]
     assert not (LabelShard(open_dataset(root), "clicks3d", name).labels(0).instance > 0).any()
+
+
+def test_sam_stage_with_click_prompts(tiny_dataset, tmp_path):
+    """The SAM stage prompts with clicks alone (masks and instances per click) or with boxes and clicks;
+    box prompts record the same config as before clicks existed."""
+    from mwsis.data.label_store import LabelShard
+    from mwsis.pipelines.labels.clicks import derive_clicks
+    from mwsis.pipelines.labels.runner import run_stages
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, root)
+    derive_clicks(root, "mask-centre", show_progress=False)
+    ds = open_dataset(root)
+    name = ds.manifest.shards[0].name
+    for prompts in ("clicks", "boxes+clicks", "boxes"):
+        cfg = {"sam": {"checkpoint": "tiny", "prompts": prompts, "clicks": "mask-centre"}}
+        res = run_stages(root, ["sam"], cfg, show_progress=False, force=True)
+        assert all(r.status == "done" for r in res), [r.error for r in res]
+        shard = LabelShard(ds, "sam", name)
+        lab = shard.labels(0)
+        clicks = ClickShard(ds, "mask-centre", name).clicks(0)[1]
+        n_prompts = len(clicks) if prompts == "clicks" else len(ds.frame(lab.frame_id, images=False).boxes2d)
+        assert len(lab.masks2d.rles) == n_prompts
+        recorded = shard.metadata["config"]["sam"]
+        assert ("prompts" in recorded) == (prompts != "boxes")
+        assert ("clicks/mask-centre" in shard.metadata["inputs"]) == (prompts != "boxes")
+        if prompts == "clicks":
+            assert lab.instance.max(initial=0) <= len(clicks)
+            assert (lab.masks2d.class_id == clicks.class_id[lab.masks2d.box_index]).all()

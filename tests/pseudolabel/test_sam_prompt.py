@@ -9,7 +9,7 @@ from pycocotools import mask as mask_utils
 from mwsis.pseudolabel import sam_prompt as sp
 from mwsis.pseudolabel.sam_prompt import (
     PointClaims, build_sam, infer_model_type, lift_masks_to_points, make_predictor, masks_to_rle,
-    rle_to_masks, segment_boxes, tiny_sam)
+    rle_to_masks, segment_boxes, segment_prompts, tiny_sam)
 
 H, W = 96, 128
 
@@ -38,7 +38,8 @@ class SpyPredictor:
     def predict_torch(self, *args, **kwargs):
         self.predict_calls += 1
         assert kwargs.get("multimask_output") is False
-        self.boxes_seen.append(kwargs["boxes"].clone())
+        self.boxes_seen.append(None if kwargs["boxes"] is None else kwargs["boxes"].clone())
+        self.points_seen = getattr(self, "points_seen", []) + [kwargs.get("point_coords")]
         return self._p.predict_torch(*args, **kwargs)
 
     def __getattr__(self, name):
@@ -341,3 +342,23 @@ def test_build_sam_loads_checkpoint_and_infers_type(tmp_path, monkeypatch, image
         build_sam(ckpt, model_type="vit_h")
     with pytest.raises(ValueError):
         build_sam(ckpt, model_type="vit_x")
+
+
+def test_click_prompts_alone_and_with_boxes(image):
+    """Clicks prompt SAM alone or beside boxes: one batch per kind, one embedding, and each prompt's mask is
+    the one the model gives for that prompt alone."""
+    p = spy()
+    nan = np.nan
+    boxes = np.array([[10, 10, 50, 60], [nan] * 4, [30, 20, 80, 60], [nan] * 4], np.float32)
+    points = np.array([[nan, nan], [40, 40], [50, 40], [500, 500]], np.float32)  # the last: outside, no box
+    masks, scores = segment_prompts(p, image, boxes, points)
+    assert p.set_image_calls == 1 and p.predict_calls == 3  # box, point, box + point
+    assert scores[3] == 0 and not masks[3].any()
+    ref = make_predictor(tiny_sam(seed=0, image_size=128))
+    m_point, _ = segment_prompts(ref, image, None, points[1:2])
+    m_both, _ = segment_prompts(ref, image, boxes[2:3], points[2:3])
+    assert np.array_equal(masks[1], m_point[0]) and np.array_equal(masks[2], m_both[0])
+    assert np.array_equal(segment_boxes(ref, image, boxes[:1])[0][0], masks[0])
+    seen = [None if c is None else tuple(c.shape) for c in p.points_seen]
+    assert seen == [None, (1, 1, 2), (1, 1, 2)]  # the clicks reach the model as (B, 1, 2) point prompts
+    assert [b is None for b in p.boxes_seen] == [False, True, False]
