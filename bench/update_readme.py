@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RENDERERS = {"experiment-3d": "experiment_3d.py", "experiment-2d": "experiment_2d.py",
              "experiment-twist": "experiment_3d.py"}  # TWIST's rows (issue 14), the 3D experiment's table
 PROBES = {"regime-2d": "probe_2d.py",  # one-seed probes that chose (or failed to choose) a regime
-          "twist-labels": "twist_labels.py"}  # label-side ablations outside the experiment rows
+          "twist-labels": "twist_labels.py",  # label-side ablations outside the experiment rows
+          "clicks-labels": "clicks_labels.py"}
 
 
 def renderer(script: str):
