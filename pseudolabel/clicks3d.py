@@ -3,8 +3,9 @@
 Without a box there is no frustum: the click says *which* object and *what* class, not how far it extends. Per
 object (its clicks in every camera, grouped by ``object_id``), on the eligible points:
 
-1. **Seed**: the eligible point projected nearest the click (within ``seed_px`` pixels) in that camera. A
-   click with no point that near (an object the LiDAR missed) labels nothing.
+1. **Seed**: among the eligible points projected within ``seed_px`` pixels of the click in that camera, the
+   nearest projection (``seed_rule="nearest"``) or the nearest to the sensor (``"front"``). A click with no
+   point that near (an object the LiDAR missed) labels nothing.
 2. **Ground**: the points within ``extent`` of the seed (horizontally) that lie less than
    ``ground_clearance`` above the local ground (the 5th percentile of their heights) are not the object.
 3. **Grow**: the connected component of the seed among the remaining points within ``extent`` (single
@@ -22,6 +23,7 @@ the object of the frame's click k (its first click).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -36,6 +38,9 @@ class Clicks3DConfig:
 
     source: str = "box-centre"
     seed_px: float = field(default=8.0, metadata={"range": (0.0, None)})
+    # the seed among the points projected within seed_px: the nearest projection, or the nearest in range
+    # ("front": the surface in front, what a click near an object's border most likely means)
+    seed_rule: Literal["nearest", "front"] = "nearest"
     extent: tuple[float, ...] = field(default=(3.5, 1.0, 1.5), metadata={"length": 3, "range": (0.0, None)})
     # single-link radius of the growth, in 3D (Eq. 4's CCL radii are for clustering inside a frustum, in xy;
     # the pedestrian's 0.1 m would stop a 3D growth at the next scan line)
@@ -45,21 +50,22 @@ class Clicks3DConfig:
     bg_thresh_seg: float = field(default=0.1, metadata={"range": (0.0, 1.0)})
 
 
-def click_seeds(points: Points, clicks: Clicks2D, eligible: np.ndarray, seed_px: float) -> np.ndarray:
-    """(K,) the eligible point projected nearest each click in its camera (either projection), -1 if none
-    lies within ``seed_px`` pixels."""
+def click_seeds(points: Points, clicks: Clicks2D, eligible: np.ndarray, seed_px: float,
+                rule: str = "nearest") -> np.ndarray:
+    """(K,) each click's seed among the eligible points projected within ``seed_px`` pixels of it in its
+    camera (either projection): the nearest projection (``rule="nearest"``) or the point nearest the sensor
+    (``"front"``); -1 where there is none."""
     seeds = np.full(len(clicks), -1, np.int64)
     for k in range(len(clicks)):
-        best, best_d = -1, seed_px
+        near, dist = [], []
         for slot in range(2):
             sel = np.flatnonzero(eligible & (points.cam_id[:, slot] == clicks.camera_id[k]))
-            if not len(sel):
-                continue
             d = np.hypot(*(points.cam_uv[sel, slot] - clicks.uv[k]).T)
-            j = int(np.argmin(d))
-            if d[j] <= best_d:
-                best, best_d = int(sel[j]), float(d[j])
-        seeds[k] = best
+            near.append(sel[d <= seed_px]), dist.append(d[d <= seed_px])
+        cand, d = np.concatenate(near), np.concatenate(dist)
+        if len(cand):
+            key = d if rule == "nearest" else points.range[cand]
+            seeds[k] = int(cand[np.argmin(key)])
     return seeds
 
 
@@ -77,7 +83,7 @@ def clicks3d_labels(points: Points, clicks: Clicks2D, eligible: np.ndarray, segm
     n, xyz = len(eligible), points.xyz
     semantic = np.where(eligible, BACKGROUND, IGNORE).astype(np.int8)
     instance = np.zeros(n, np.int32)
-    seeds = click_seeds(points, clicks, eligible, cfg.seed_px)
+    seeds = click_seeds(points, clicks, eligible, cfg.seed_px, cfg.seed_rule)
     objects: dict[int, list[int]] = {}
     for k in range(len(clicks)):
         if seeds[k] >= 0:
