@@ -29,3 +29,4 @@ def clicks_cmd(data, how, coco_path, source, seed, no_progress):
         return
     name = derive_clicks(data, how, seed, show_progress=not no_progress)
     click.echo(f"{data}: click set '{name}' written (clicks/{name}/)")
+

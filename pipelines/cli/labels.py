@@ -167,3 +167,19 @@ def bench_cmd(json_path, frames, data):
     res = run_bench(frames=frames, data=data)
     write_bytes_atomic(json_path, (json.dumps(res, indent=1) + "\n").encode())
     click.echo(json.dumps({k: v for k, v in res.items() if k not in ("machine", "stages_end_to_end")}, indent=1))
+
+
+@click.command("export")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
+@click.option("--labels", "stage", required=True, help="The label stage to export (e.g. spg, pvc, clicks3d).")
+@click.option("--format", "fmt", type=click.Choice(["semantickitti", "ply"]), required=True,
+              help="semantickitti: sequences/<seq>/velodyne/*.bin + labels/*.label (uint32: semantic low 16 bits, "
+                   "instance high 16) and label_map.yaml. ply: one coloured binary PLY per frame.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory to write.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def export_cmd(data, stage, fmt, out, no_progress):
+    """Write a stage's per-point labels in a format other tools read (SemanticKITTI loaders, CloudCompare)."""
+    from ..labels.export import export_labels
+
+    n = export_labels(data, stage, fmt, out, show_progress=not no_progress)
+    click.echo(f"{out}: {n} frames of labels/{stage} as {fmt}")

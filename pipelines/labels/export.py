@@ -1,0 +1,57 @@
+"""``mwsis export``: a label stage's per-point labels in formats other tools read (issue 18; encoders in
+``data/exports.py``).
+
+* ``semantickitti``: ``OUT/sequences/<sequence>/velodyne/<index>.bin`` and ``labels/<index>.label`` per
+  frame (``index`` the frame's position in its sequence, six digits), and ``OUT/label_map.yaml``;
+* ``ply``: ``OUT/<frame_id>.ply`` per frame, coloured by class (CloudCompare, MeshLab, Open3D read it).
+
+Every file is written atomically; a rerun rewrites them. Frames whose labels are missing fail naming the
+stage's shard (``LabelShard``).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import yaml
+
+from ...data.exports import SEMANTICKITTI_NAMES, ply_bytes, semantickitti_arrays
+from ...data.label_store import LabelShard
+from ...data.store import open_dataset, write_bytes_atomic
+from ..progress import progress_bar
+
+log = logging.getLogger(__name__)
+FORMATS = ("semantickitti", "ply")
+
+
+def export_labels(data: Path | str, stage: str, fmt: str, out: Path | str, show_progress: bool = True) -> int:
+    """Write stage ``stage``'s labels of every frame of ``data`` in format ``fmt`` under ``out``; returns the
+    number of frames."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    ds, out = open_dataset(data), Path(out)
+    n = 0
+    with progress_bar(len(ds), "frame", f"export {stage} as {fmt}", enabled=show_progress) as bar:
+        for pos in range(ds.num_shards):
+            labels = LabelShard(ds, stage, ds.manifest.shards[pos].name)
+            for i, frame in enumerate(ds.shard(pos).iter_frames(images=False)):
+                lab = labels.labels(i)
+                if lab.frame_id != frame.frame_id or lab.semantic is None:
+                    raise ValueError(f"{labels.path}: row {i} holds no per-point labels of frame {frame.frame_id}")
+                p = frame.points
+                if fmt == "semantickitti":
+                    scan, label = semantickitti_arrays(p.xyz, p.intensity, lab.semantic, lab.instance)
+                    seq = out / "sequences" / frame.sequence
+                    write_bytes_atomic(seq / "velodyne" / f"{frame.index:06d}.bin", scan.tobytes())
+                    write_bytes_atomic(seq / "labels" / f"{frame.index:06d}.label", label.tobytes())
+                else:
+                    write_bytes_atomic(out / f"{frame.frame_id}.ply",
+                                       ply_bytes(p.xyz, lab.semantic, lab.instance, f"mwsis {stage} {frame.frame_id}"))
+                n += 1
+                bar.update(1)
+    if fmt == "semantickitti":
+        write_bytes_atomic(out / "label_map.yaml", yaml.safe_dump(
+            {"source": f"mwsis labels/{stage}", "labels": SEMANTICKITTI_NAMES,
+             "encoding": "uint32: semantic id in the low 16 bits, instance id in the high 16 bits"}).encode())
+    log.info("export: %d frames of labels/%s as %s -> %s", n, stage, fmt, out)
+    return n
