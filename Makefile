@@ -30,7 +30,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade "pip>=24"
-	$(BIN)/python -m pip install -e ".[dev,$(SPCONV)]"
+	$(BIN)/python -m pip install -e ".[dev,formats,$(SPCONV)]"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install mwsis editable with its dev tools

@@ -6,6 +6,10 @@ of formats other tools read. ``pipelines/labels/export.py`` writes them.
   high 16 bits. Ids follow SemanticKITTI's raw label ids where one fits: vehicle 10 (car), pedestrian 30
   (person), cyclist 31 (bicyclist); background 99 (other-object: our background is every non-object class);
   ignore 0 (unlabeled). The export also writes the map (``SEMANTICKITTI_NAMES``) beside the files.
+* **LAS 1.4** (point format 6; ``.laz`` compressed with lazrs): ASPRS classification, our classes as user
+  codes (vehicle 64, pedestrian 65, cyclist 66), background 1 (unclassified), ignore 0 (never classified);
+  extra dimensions ``instance`` (uint32), ``score`` (float32, the instance's score; 1 where the stage ranks
+  none) and ``mwsis_class`` (int8, our semantic id). Needs the ``formats`` extra (laspy).
 * **PLY** (binary little-endian): per vertex x, y, z (float), red, green, blue (uchar: the class colour,
   grey for background, magenta for ignore), class (char: 0..C-1, C background, -1 ignore), instance (int).
 """
@@ -67,3 +71,35 @@ def read_ply(data: bytes) -> np.ndarray:
     header = data[:end].decode()
     n = int(next(line.split()[2] for line in header.splitlines() if line.startswith("element vertex")))
     return np.frombuffer(data[end:], PLY_DTYPE, count=n)
+
+
+LAS_CLASSES = {0: 64, 1: 65, 2: 66, BACKGROUND: 1, IGNORE: 0}
+
+
+def las_file(xyz: np.ndarray, intensity: np.ndarray, semantic: np.ndarray, instance: np.ndarray,
+             inst_score: np.ndarray | None = None):
+    """A ``laspy.LasData`` (LAS 1.4, point format 6) of the labelled points (module docstring); write it with
+    ``.write(path)`` (``.laz``: compressed). Coordinates at millimetre scale."""
+    import laspy
+
+    header = laspy.LasHeader(point_format=6, version="1.4")
+    header.scales = np.array([0.001, 0.001, 0.001])
+    header.offsets = np.floor(np.asarray(xyz, np.float64).min(0)) if len(xyz) else np.zeros(3)
+    header.add_extra_dims([laspy.ExtraBytesParams("instance", np.uint32), laspy.ExtraBytesParams("score", np.float32),
+                           laspy.ExtraBytesParams("mwsis_class", np.int8)])
+    las = laspy.LasData(header)
+    xyz = np.asarray(xyz, np.float64)
+    las.x, las.y, las.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    las.intensity = np.clip(np.asarray(intensity, np.float64) * 65535, 0, 65535).astype(np.uint16)
+    sem = np.asarray(semantic, np.int64)
+    lut = np.zeros(NUM_CLASSES + 2, np.uint8)
+    for ours, theirs in LAS_CLASSES.items():
+        lut[ours + 1] = theirs
+    las.classification = lut[sem + 1]
+    inst = np.asarray(instance, np.int64)
+    score = np.ones(len(inst), np.float32)
+    if inst_score is not None and len(inst_score):
+        has = inst > 0
+        score[has] = np.asarray(inst_score, np.float32)[np.clip(inst[has] - 1, 0, len(inst_score) - 1)]
+    las.instance, las.score, las.mwsis_class = inst.astype(np.uint32), score, sem.astype(np.int8)
+    return las

@@ -172,9 +172,11 @@ def bench_cmd(json_path, frames, data):
 @click.command("export")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
 @click.option("--labels", "stage", required=True, help="The label stage to export (e.g. spg, pvc, clicks3d).")
-@click.option("--format", "fmt", type=click.Choice(["semantickitti", "ply"]), required=True,
+@click.option("--format", "fmt", type=click.Choice(["semantickitti", "ply", "las", "laz"]), required=True,
               help="semantickitti: sequences/<seq>/velodyne/*.bin + labels/*.label (uint32: semantic low 16 bits, "
-                   "instance high 16) and label_map.yaml. ply: one coloured binary PLY per frame.")
+                   "instance high 16) and label_map.yaml. ply: one coloured binary PLY per frame. las/laz: LAS 1.4 "
+                   "per frame, classes 64/65/66 (vehicle/pedestrian/cyclist), 1 background, 0 ignore, extra "
+                   "dimensions instance, score, mwsis_class (needs the formats extra: laspy).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory to write.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def export_cmd(data, stage, fmt, out, no_progress):

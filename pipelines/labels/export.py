@@ -3,7 +3,9 @@
 
 * ``semantickitti``: ``OUT/sequences/<sequence>/velodyne/<index>.bin`` and ``labels/<index>.label`` per
   frame (``index`` the frame's position in its sequence, six digits), and ``OUT/label_map.yaml``;
-* ``ply``: ``OUT/<frame_id>.ply`` per frame, coloured by class (CloudCompare, MeshLab, Open3D read it).
+* ``ply``: ``OUT/<frame_id>.ply`` per frame, coloured by class (CloudCompare, MeshLab, Open3D read it);
+* ``las`` / ``laz``: ``OUT/<frame_id>.las`` (``.laz``) per frame, LAS 1.4 with the classes and the instance
+  ids and scores as extra dimensions (CloudCompare, PDAL, QGIS); needs the ``formats`` extra.
 
 Every file is written atomically; a rerun rewrites them. Frames whose labels are missing fail naming the
 stage's shard (``LabelShard``).
@@ -15,13 +17,13 @@ from pathlib import Path
 
 import yaml
 
-from ...data.exports import SEMANTICKITTI_NAMES, ply_bytes, semantickitti_arrays
+from ...data.exports import SEMANTICKITTI_NAMES, las_file, ply_bytes, semantickitti_arrays
 from ...data.label_store import LabelShard
-from ...data.store import open_dataset, write_bytes_atomic
+from ...data.store import atomic_path, open_dataset, write_bytes_atomic
 from ..progress import progress_bar
 
 log = logging.getLogger(__name__)
-FORMATS = ("semantickitti", "ply")
+FORMATS = ("semantickitti", "ply", "las", "laz")
 
 
 def export_labels(data: Path | str, stage: str, fmt: str, out: Path | str, show_progress: bool = True) -> int:
@@ -29,6 +31,11 @@ def export_labels(data: Path | str, stage: str, fmt: str, out: Path | str, show_
     number of frames."""
     if fmt not in FORMATS:
         raise ValueError(f"export: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if fmt in ("las", "laz"):
+        try:
+            import laspy  # noqa: F401
+        except ImportError:
+            raise ValueError("export --format las/laz needs laspy: pip install 'mwsis[formats]'") from None
     ds, out = open_dataset(data), Path(out)
     n = 0
     with progress_bar(len(ds), "frame", f"export {stage} as {fmt}", enabled=show_progress) as bar:
@@ -44,9 +51,14 @@ def export_labels(data: Path | str, stage: str, fmt: str, out: Path | str, show_
                     seq = out / "sequences" / frame.sequence
                     write_bytes_atomic(seq / "velodyne" / f"{frame.index:06d}.bin", scan.tobytes())
                     write_bytes_atomic(seq / "labels" / f"{frame.index:06d}.label", label.tobytes())
-                else:
+                elif fmt == "ply":
                     write_bytes_atomic(out / f"{frame.frame_id}.ply",
                                        ply_bytes(p.xyz, lab.semantic, lab.instance, f"mwsis {stage} {frame.frame_id}"))
+                else:
+                    dest = out / f"{frame.frame_id}.{fmt}"
+                    with atomic_path(dest) as tmp:
+                        las_file(p.xyz, p.intensity, lab.semantic, lab.instance,
+                                 lab.inst_score).write(str(tmp), do_compress=fmt == "laz")
                 n += 1
                 bar.update(1)
     if fmt == "semantickitti":
