@@ -171,17 +171,24 @@ def bench_cmd(json_path, frames, data):
 
 @click.command("export")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
-@click.option("--labels", "stage", required=True, help="The label stage to export (e.g. spg, pvc, clicks3d).")
-@click.option("--format", "fmt", type=click.Choice(["semantickitti", "ply", "las", "laz"]), required=True,
+@click.option("--labels", "stage", required=True,
+              help="The label stage to export (e.g. spg, pvc, clicks3d); for coco: sam, or a 2D run directory.")
+@click.option("--format", "fmt", type=click.Choice(["semantickitti", "ply", "las", "laz", "coco"]), required=True,
               help="semantickitti: sequences/<seq>/velodyne/*.bin + labels/*.label (uint32: semantic low 16 bits, "
                    "instance high 16) and label_map.yaml. ply: one coloured binary PLY per frame. las/laz: LAS 1.4 "
                    "per frame, classes 64/65/66 (vehicle/pedestrian/cyclist), 1 background, 0 ignore, extra "
-                   "dimensions instance, score, mwsis_class (needs the formats extra: laspy).")
+                   "dimensions instance, score, mwsis_class (needs the formats extra: laspy). coco: "
+                   "instances_gt.json + results.json of 2D masks (--labels sam or a 2D run).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory to write.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def export_cmd(data, stage, fmt, out, no_progress):
     """Write a stage's per-point labels in a format other tools read (SemanticKITTI loaders, CloudCompare)."""
-    from ..labels.export import export_labels
+    from ..labels.export import export_coco, export_labels
 
+    if fmt == "coco":
+        res = export_coco(data, stage, out, show_progress=not no_progress)
+        ap50 = "-" if res["ap50"] is None else f"{100 * res['ap50']:.1f}"
+        click.echo(f"{out}: instances_gt.json and results.json of {stage} (mask AP50 {ap50})")
+        return
     n = export_labels(data, stage, fmt, out, show_progress=not no_progress)
     click.echo(f"{out}: {n} frames of labels/{stage} as {fmt}")

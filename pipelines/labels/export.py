@@ -7,6 +7,10 @@
 * ``las`` / ``laz``: ``OUT/<frame_id>.las`` (``.laz``) per frame, LAS 1.4 with the classes and the instance
   ids and scores as extra dimensions (CloudCompare, PDAL, QGIS); needs the ``formats`` extra.
 
+``export_coco`` writes 2D instance masks as COCO: ``OUT/instances_gt.json`` (images with their ``frame_id`` and
+``camera_id``, the true masks as eval-2d counts them) and ``OUT/results.json`` (COCO results: RLE masks with
+scores), from the ``sam`` stage's masks or a 2D run's predictions; pycocotools scores the pair as eval-2d does.
+
 Every file is written atomically; a rerun rewrites them. Frames whose labels are missing fail naming the
 stage's shard (``LabelShard``).
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from ...data.exports import SEMANTICKITTI_NAMES, las_file, ply_bytes, semantickitti_arrays
@@ -67,3 +72,43 @@ def export_labels(data: Path | str, stage: str, fmt: str, out: Path | str, show_
              "encoding": "uint32: semantic id in the low 16 bits, instance id in the high 16 bits"}).encode())
     log.info("export: %d frames of labels/%s as %s -> %s", n, stage, fmt, out)
     return n
+
+
+def export_coco(data: Path | str, source: str, out: Path | str, show_progress: bool = True) -> dict:
+    """COCO ground truth and results of 2D instance masks (module docstring). ``source``: ``sam`` (the stage's
+    masks, scored by SAM's predicted IoU) or a 2D run directory (its EMA teacher's predictions). Returns
+    pycocotools' mask AP of the results (``predict2d.coco_mask_ap``)."""
+    import json
+
+    import torch
+
+    from ...data.frame import CLASS_NAMES
+    from ..predict.predict2d import _rle, coco_images, coco_mask_ap, model_detector
+
+    ds, out = open_dataset(data), Path(out)
+    if Path(source, "run.json").exists():
+        from ..training.train2d import load_teacher_2d
+
+        model, cfg = load_teacher_2d(source, torch.device("cpu"))
+        detect = model_detector(model, cfg, torch.device("cpu"))
+    elif source == "sam":
+        from ...data.label_store import read_frame_labels
+
+        def detect(frame, s) -> list[dict]:
+            m = read_frame_labels(ds, "sam", frame.frame_id).masks2d
+            if m is None:
+                raise ValueError(f"labels/sam: frame {frame.frame_id} holds no masks2d")
+            from pycocotools import mask as mask_utils
+            return [{"category_id": int(m.class_id[k]) + 1, "score": float(m.score[k]),
+                     "segmentation": _rle(mask_utils.decode(m.rles[k]).astype(bool))}
+                    for k in np.flatnonzero(m.camera_id == s.camera_id)]
+    else:
+        raise ValueError(f"export --format coco: {source!r} is neither 'sam' nor a 2D run directory (no run.json)")
+    images, gts, dets = coco_images(ds, detect, show_progress, desc="export coco")
+    cats = [{"id": c + 1, "name": n} for c, n in enumerate(CLASS_NAMES)]
+    write_bytes_atomic(out / "instances_gt.json", json.dumps({"images": images, "annotations": gts,
+                                                              "categories": cats}).encode())
+    write_bytes_atomic(out / "results.json", json.dumps([{k: v for k, v in d.items() if k != "bbox"}
+                                                         for d in dets]).encode())
+    log.info("export: %d images, %d true masks, %d results -> %s", len(images), len(gts), len(dets), out)
+    return coco_mask_ap(images, gts, [{k: v for k, v in d.items() if k != "bbox"} for d in dets])

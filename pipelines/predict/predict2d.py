@@ -125,15 +125,13 @@ def coco_mask_ap(images: list[dict], gts: list[dict], dets: list[dict], iou_type
 
 
 @torch.no_grad()
-def evaluate_2d(model, data: Path | str, cfg: Train2DConfig, device, show_progress: bool = True,
-                box_ap: bool = False) -> dict:
-    """COCO mask AP (method.md §11). ``box_ap``: also the COCO box AP of the same detections against the GT
-    masks' boxes (``res["box"]``), a diagnostic that separates detection from mask quality."""
-    ds = open_dataset(data)
-    model.eval()
+def coco_images(ds, detect, show_progress: bool = True, desc: str = "eval-2d") -> tuple[list, list, list]:
+    """COCO ``images`` (each with its ``frame_id`` and ``camera_id``), ground-truth ``annotations`` (masks of
+    more than ``MIN_GT_PIXELS`` pixels, method.md §11) and detections over every camera image of the frames
+    with ground-truth masks. ``detect(frame, sample)`` gives one image's detections: dicts with
+    ``category_id``, ``segmentation`` (RLE), ``score`` and optionally ``bbox``."""
     images, gts, dets = [], [], []
-    rng = np.random.default_rng(0)
-    with progress_bar(len(ds), "frame", "eval-2d", enabled=show_progress) as bar:
+    with progress_bar(len(ds), "frame", desc, enabled=show_progress) as bar:
         for frame in ds.iter_frames(images=True):
             bar.update(1)
             m = frame.gt.masks
@@ -142,7 +140,8 @@ def evaluate_2d(model, data: Path | str, cfg: Train2DConfig, device, show_progre
             for s in camera_samples(frame, with_empty=True):
                 img_id = len(images) + 1
                 h, w = s.image.shape[:2]
-                images.append({"id": img_id, "height": h, "width": w})
+                images.append({"id": img_id, "height": h, "width": w, "frame_id": frame.frame_id,
+                               "camera_id": int(s.camera_id)})
                 for k in np.flatnonzero(m.camera_id == s.camera_id):
                     mask = m.decode(int(k))
                     if mask.sum() <= MIN_GT_PIXELS:
@@ -150,13 +149,30 @@ def evaluate_2d(model, data: Path | str, cfg: Train2DConfig, device, show_progre
                     gts.append({"id": len(gts) + 1, "image_id": img_id, "category_id": int(m.class_id[k]) + 1,
                                 "segmentation": _rle(mask), "area": float(mask.sum()), "iscrowd": 0,
                                 "bbox": list(mask_utils.toBbox(_rle(mask)))})
-                batch, targets = collate([prepare_sample(s, cfg, rng, train=False)])
-                pred = model.predict(batch.to(device), transforms=[targets[0]["transform"]])[0]
-                for j in range(len(pred["scores"])):
-                    dets.append({"image_id": img_id, "category_id": int(pred["classes"][j]) + 1,
-                                 "segmentation": _rle(pred["masks"][j].cpu().numpy() > 0.5),
-                                 "score": float(pred["scores"][j]),
-                                 "bbox": _xywh(pred["boxes"][j].cpu().numpy())})
+                dets += [{"image_id": img_id, **d} for d in detect(frame, s)]
+    return images, gts, dets
+
+
+def model_detector(model, cfg: Train2DConfig, device):
+    """``coco_images``'s ``detect`` for a 2D model's predictions (masks at 0.5, box score)."""
+    rng = np.random.default_rng(0)
+    model.eval()
+
+    def detect(frame, s) -> list[dict]:
+        batch, targets = collate([prepare_sample(s, cfg, rng, train=False)])
+        pred = model.predict(batch.to(device), transforms=[targets[0]["transform"]])[0]
+        return [{"category_id": int(pred["classes"][j]) + 1, "segmentation": _rle(pred["masks"][j].cpu().numpy() > 0.5),
+                 "score": float(pred["scores"][j]), "bbox": _xywh(pred["boxes"][j].cpu().numpy())}
+                for j in range(len(pred["scores"]))]
+
+    return detect
+
+
+def evaluate_2d(model, data: Path | str, cfg: Train2DConfig, device, show_progress: bool = True,
+                box_ap: bool = False) -> dict:
+    """COCO mask AP (method.md §11). ``box_ap``: also the COCO box AP of the same detections against the GT
+    masks' boxes (``res["box"]``), a diagnostic that separates detection from mask quality."""
+    images, gts, dets = coco_images(open_dataset(data), model_detector(model, cfg, device), show_progress)
     # loadRes takes the "bbox" branch when a det has one: each evaluation gets only its own key
     res = coco_mask_ap(images, gts, [{k: v for k, v in d.items() if k != "bbox"} for d in dets])
     if box_ap:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -86,3 +87,49 @@ def test_las_carries_instance_scores(tmp_path):
     back = laspy.read(tmp_path / "a.las")
     assert np.allclose(np.asarray(back.score), [0.75, 0.25, 1.0])
     assert np.asarray(back.intensity).tolist() == [0, 32767, 65535]
+
+
+def test_coco_export_scores_as_eval_2d(tiny_dataset, tmp_path):
+    """COCO results of a 2D run's predictions and of the sam stage's masks, scored by pycocotools from the
+    written files: the run's numbers equal eval-2d's."""
+    import contextlib
+    import io
+    import json
+
+    import torch
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from mwsis.pipelines.predict.predict2d import evaluate_2d
+    from mwsis.pipelines.training.run import load_config
+    from mwsis.pipelines.training.train2d import Train2DConfig, load_teacher_2d, train_2d
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, root)
+    tiny2d = Path(__file__).resolve().parents[2] / "configs" / "train2d-tiny.yaml"
+    run = tmp_path / "run"
+    train_2d(root, run, load_config(Train2DConfig, tiny2d, ["epochs=2", "max_steps_per_epoch=3"]), show_progress=False)
+    runner = CliRunner()
+    r = runner.invoke(main, ["export", "--data", str(root), "--labels", str(run), "--format", "coco",
+                             "--out", str(tmp_path / "coco"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    gt = json.loads((tmp_path / "coco" / "instances_gt.json").read_text())
+    res = json.loads((tmp_path / "coco" / "results.json").read_text())
+    assert gt["images"][0]["frame_id"] in open_dataset(root).frame_ids and "camera_id" in gt["images"][0]
+    model, cfg = load_teacher_2d(run, torch.device("cpu"))
+    want = evaluate_2d(model, root, cfg, torch.device("cpu"), show_progress=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(tmp_path / "coco" / "instances_gt.json"))
+        ev = COCOeval(coco, coco.loadRes(res) if res else COCO(), iouType="segm")
+        if res:
+            ev.evaluate(), ev.accumulate(), ev.summarize()
+    if res:
+        assert abs(ev.stats[1] - want["ap50"]) < 1e-9 and abs(ev.stats[0] - want["ap"]) < 1e-9
+    assert len(res) == want["detections"] and len(gt["annotations"]) == want["gt_instances"]
+    run_stages(root, ["sam"], {"sam": {"checkpoint": "tiny"}}, show_progress=False)
+    r = runner.invoke(main, ["export", "--data", str(root), "--labels", "sam", "--format", "coco",
+                             "--out", str(tmp_path / "sam"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    sam = json.loads((tmp_path / "sam" / "results.json").read_text())
+    boxes = sum(len(open_dataset(root).frame(f, images=False).boxes2d) for f in open_dataset(root).frame_ids)
+    assert len(sam) == boxes and all(np.isfinite(d["score"]) for d in sam)  # one mask per box prompt
