@@ -22,7 +22,7 @@ RUN2D ?= out/runs/train2d
 CONFIG2D ?= configs/train2d-tiny.yaml
 REPORT ?= out/report
 
-.PHONY: install test pseudolabels synth viz bench train-3d train-2d experiment-3d experiment-2d report slurm-pseudolabels clean help
+.PHONY: install test pseudolabels synth viz bench gpu-check train-3d train-2d experiment-3d experiment-2d report slurm-pseudolabels clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,6 +30,8 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade "pip>=24"
+	# the cpu and gpu spconv builds install the same module: drop the other flavour's first
+	$(BIN)/python -m pip uninstall -y $(if $(filter gpu,$(SPCONV)),spconv,spconv-cu126) >/dev/null 2>&1 || true
 	$(BIN)/python -m pip install -e ".[dev,formats,$(SPCONV)]"
 	touch $(STAMP)
 
@@ -79,6 +81,11 @@ experiment-2d: $(STAMP)  ## not in CI: Table-5 rows (full supervision, BoxInst, 
 
 experiment-3d: $(STAMP)  ## not in CI: Table-4 rows (full supervision, CCL, SPG, +PVC, +RSC, labels), 2 seeds -> docs/experiments/experiment-3d.json
 	NUMBA_NUM_THREADS=1 $(BIN)/python bench/experiment_3d.py --out out/experiment-3d --config $(EXPERIMENT_CONFIG)
+
+gpu-check:  ## on a GPU machine: CUDA spconv, paper-size 3D/2D training steps (bf16) and SAM ViT-B -> bench/results/gpu-check.json
+	$(MAKE) install SPCONV=gpu
+	mkdir -p bench/results
+	$(BIN)/python bench/gpu_check.py --out bench/results/gpu-check.json
 
 bench: $(STAMP)  ## benchmarks on one core, JSON into bench/results/
 	mkdir -p bench/results

@@ -114,3 +114,25 @@ def test_run_parallel_workers_die_with_a_killed_parent(tmp_path):
     while any(alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(alive(p) for p in pids), "workers outlived the killed experiment"
+
+
+def test_gpu_check_fails_clearly_without_cuda_and_its_code_runs_on_tiny_models(tmp_path):
+    """bench/gpu_check.py (make gpu-check): without CUDA it stops at once, saying so; --cpu-smoke runs every
+    check on tiny models for one step and writes the JSON."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.py"
+    import torch
+
+    if not torch.cuda.is_available():
+        r = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "g.json")], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode != 0 and "CUDA is not available" in r.stderr and not (tmp_path / "g.json").exists()
+    r = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "s.json"), "--cpu-smoke"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((tmp_path / "s.json").read_text())
+    assert {"3d", "2d", "sam"} <= set(rec) and all(rec[k]["steps_per_s"] > 0 for k in ("3d", "2d", "sam"))
