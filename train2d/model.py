@@ -124,8 +124,16 @@ class BoxInstModel(nn.Module):
         Without targets: ``predict(images)``."""
         if targets is None:
             return self.predict(images)
-        cfg = self.cfg
         flat, mask_feats = self._run(images)
+        # the heads and losses below run in fp32: under bf16 autocast, sigmoid(x) rounds to 1 wherever
+        # 1 - 1e-5 is not representable, and the pseudo-mask and CSCS losses' log(1 - p) become -inf (the
+        # first IPG step of the bf16 CPU regime failed so). The backbone and FPN above keep the autocast.
+        flat = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in flat.items()}
+        with torch.autocast(images.device.type, enabled=False):
+            return self._losses(images, targets, flat, mask_feats.float(), teacher_outputs, iteration)
+
+    def _losses(self, images, targets, flat, mask_feats, teacher_outputs, iteration) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
         labels, reg_t, gt_inds = self._assign(flat, targets)
         C = cfg.num_classes
         losses = fcos_losses(flat["cls"].reshape(-1, C), flat["reg"].reshape(-1, 4), flat["ctr"].reshape(-1),

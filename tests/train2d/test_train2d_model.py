@@ -164,3 +164,24 @@ def test_empty_image_and_fallback_for_boxes_without_positives(tiny):
         assert not valid[0] and maps[0].abs().sum() == 0
         maps, valid = tiny.mask_probs_for_boxes(images[:1], tiny_box, fallback=True)[0]
     assert valid[0] and maps[0].max() > 0
+
+
+def test_bf16_autocast_keeps_the_mask_losses_finite(tiny, monkeypatch):
+    """Under bf16 autocast (the CPU regime's cpu_bf16) the mask logits and losses are fp32: in bf16 a clamp to
+    1 - 1e-5 is 1 and log(1 - p) is -inf, which stopped the first IPG step of the bf16 runs."""
+    import mwsis.train2d.model as model_mod
+    from mwsis.train2d.ipg import ipg_loss
+
+    saturated = torch.full((1, 4, 4), 20.0, dtype=torch.bfloat16)
+    target = torch.zeros(1, 4, 4)
+    assert not torch.isfinite(ipg_loss(saturated, target)["bce"])  # the hazard itself
+    seen = []
+    monkeypatch.setattr(model_mod, "ipg_loss", lambda logits, *a: seen.append(logits.dtype) or ipg_loss(logits, *a))
+    images, targets = _batch()
+    fake = {"pseudo_masks": [torch.zeros(len(t["boxes"]), 16, 24) for t in targets],
+            "pseudo_valid": [torch.ones(len(t["boxes"]), dtype=torch.bool) for t in targets]}
+    tiny.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = tiny(images, targets, teacher_outputs=fake, iteration=10)
+    assert seen == [torch.float32] and all(torch.isfinite(v) for v in losses.values())
+    assert all(v.dtype == torch.float32 for v in losses.values())
