@@ -23,7 +23,9 @@ from typing import Any, Callable
 import numpy as np
 
 CLASSES = ("vehicle", "pedestrian", "cyclist")
-METRICS = ("ap", "ap50", "ap75", "miou", "iou")  # fractions; the spread is computed for these
+# fractions; the spread is computed for these (iou_crowded: the 2D pseudo-mask IoU on boxes that overlap another
+# box of their class, issue 15)
+METRICS = ("ap", "ap50", "ap75", "miou", "iou", "iou_crowded")
 
 
 @dataclass(frozen=True)

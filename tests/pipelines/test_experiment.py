@@ -17,6 +17,12 @@ def test_summary_mean_and_spread_over_seeds():
     assert "frames" not in s  # counts are not metrics
 
 
+def test_summary_keeps_the_crowded_pseudo_iou():
+    s = summarize({0: {"iou": 0.5, "iou_crowded": 0.4, "crowded": 206}, 1: {"iou": 0.6, "iou_crowded": 0.3}})
+    assert s["iou_crowded"]["mean"] == pytest.approx(0.35) and s["iou_crowded"]["n"] == 2
+    assert "crowded" not in s
+
+
 @pytest.mark.parametrize("field,value", [("train_frames", 0), ("image_scale", 0.0), ("p_walker", 1.5),
                                           ("seeds", ()), ("parallel", 0)])
 def test_regime_config_is_range_checked(field, value):
