@@ -167,6 +167,25 @@ class CSCSConfig:
 
 
 @dataclass(frozen=True)
+class WISEConfig:
+    """WISE (seeds/002 §3, extensions.md §4): the 2D model from one click per object instead of boxes
+    (``train2d.wise_model``). ``lam``: L_W = lam L_L + (1 - lam) L_E (the paper: 0.1). ``clicks``: the click
+    set (``mwsis clicks``). ``proposals``: the pseudo masks the E-Net pairs are drawn from, per click:
+    "clicks3d" (the ``clicks3d`` stage's lifted instance, projected into the image and filled: a multimodal
+    proposal) or "sam" (the ``sam`` stage run with ``prompts: clicks``); the paper's SharpMask proposals are
+    not available. ``min_blob_px``: L-Net blobs smaller than this (at stride 4) yield no object at inference;
+    ``kmeans_iters``: Lloyd iterations of the background-seed k-means."""
+
+    enabled: bool = False
+    embed_dim: int = field(default=64, metadata={"range": (1, None)})
+    lam: float = field(default=0.1, metadata={"range": (0.0, 1.0)})
+    clicks: str = "box-centre"
+    proposals: Literal["clicks3d", "sam"] = "clicks3d"
+    min_blob_px: int = field(default=2, metadata={"range": (1, None)})
+    kmeans_iters: int = field(default=10, metadata={"range": (1, None)})
+
+
+@dataclass(frozen=True)
 class Model2DConfig:
     """The whole 2D model. ``Model2DConfig()`` is the paper's ResNet-50 model; ``Model2DConfig.tiny()`` a
     narrow ResNet-18 variant for tests and CPU smoke runs.
@@ -186,6 +205,7 @@ class Model2DConfig:
     ipg: IPGConfig = field(default_factory=IPGConfig)
     cscs: CSCSConfig = field(default_factory=CSCSConfig)
     sim: SIMConfig = field(default_factory=SIMConfig)
+    wise: WISEConfig = field(default_factory=WISEConfig)
     head_channels: int = 256  # FCOS tower width (= FPN channels in the paper)
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
@@ -198,6 +218,9 @@ class Model2DConfig:
                              "warm-up and thresholds")
         if self.sim.copy_paste.enabled and not self.sim.enabled:
             raise ValueError("model.sim.copy_paste needs model.sim.enabled: it pastes SIM's corrected masks")
+        if self.wise.enabled and (self.ipg.enabled or self.sim.enabled or self.cscs.affinity_weight > 0):
+            raise ValueError("model.wise learns from clicks, without boxes: turn model.ipg (and sim, "
+                             "cscs.affinity_weight) off, they are box methods")
 
     @staticmethod
     def tiny(**overrides) -> "Model2DConfig":

@@ -57,21 +57,8 @@ class BoxInstModel(nn.Module):
 
     def param_groups(self, lr: float, weight_decay: float = 1e-4, controller_lr_mult: float = 1.0,
                      norm_decay: bool = False, bias_decay: bool = False) -> list[dict]:
-        """Optimiser groups: no weight decay on norm layers (the authors' ``norm_decay_mult=0``) unless
-        ``norm_decay``, nor on other 1-D parameters (conv biases, FCOS scales) unless ``bias_decay`` (the
-        authors decay those; the trainer passes its config); the CondInst controller optionally at
-        ``lr * controller_lr_mult`` (useful with Adam, whose per-weight steps the controller sums over 9 x C
-        inputs into every generated parameter; the paper uses SGD lr 0.01 with a 1000-it warm-up)."""
-        norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-        norm_params = {id(p) for m in self.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)}
-        groups: dict[tuple[bool, bool], list] = {}
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            no_decay = (not norm_decay) if id(p) in norm_params else (p.ndim <= 1 and not bias_decay)
-            groups.setdefault(("controller" in name, no_decay), []).append(p)
-        return [{"params": ps, "lr": lr * (controller_lr_mult if ctrl else 1.0),
-                 "weight_decay": 0.0 if nd else weight_decay} for (ctrl, nd), ps in groups.items()]
+        """Optimiser groups (``param_groups``)."""
+        return param_groups(self, lr, weight_decay, controller_lr_mult, norm_decay, bias_decay)
 
     # ------------------------------------------------------------------ shared pieces
     def _run(self, images: torch.Tensor):
@@ -357,3 +344,31 @@ def _per_gt(per_image: list[torch.Tensor], im: torch.Tensor, gi: torch.Tensor) -
     counts = torch.tensor([len(x) for x in per_image], device=im.device)
     offsets = torch.cumsum(counts, 0) - counts
     return torch.cat(per_image)[offsets[im] + gi]
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float = 1e-4, controller_lr_mult: float = 1.0,
+                 norm_decay: bool = False, bias_decay: bool = False) -> list[dict]:
+    """Optimiser groups of a 2D model: no weight decay on norm layers (the authors' ``norm_decay_mult=0``)
+    unless ``norm_decay``, nor on other 1-D parameters (conv biases, FCOS scales) unless ``bias_decay`` (the
+    authors decay those; the trainer passes its config); the CondInst controller optionally at
+    ``lr * controller_lr_mult`` (useful with Adam, whose per-weight steps the controller sums over 9 x C
+    inputs into every generated parameter; the paper uses SGD lr 0.01 with a 1000-it warm-up)."""
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    norm_params = {id(p) for m in model.modules() if isinstance(m, norms) for p in m.parameters(recurse=False)}
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = (not norm_decay) if id(p) in norm_params else (p.ndim <= 1 and not bias_decay)
+        groups.setdefault(("controller" in name, no_decay), []).append(p)
+    return [{"params": ps, "lr": lr * (controller_lr_mult if ctrl else 1.0),
+             "weight_decay": 0.0 if nd else weight_decay} for (ctrl, nd), ps in groups.items()]
+
+
+def build_model(cfg: Model2DConfig) -> nn.Module:
+    """The 2D model a config asks for: ``WISEModel`` (clicks, ``model.wise.enabled``) or ``BoxInstModel``."""
+    if cfg.wise.enabled:
+        from .wise_model import WISEModel
+
+        return WISEModel(cfg)
+    return BoxInstModel(cfg)

@@ -147,3 +147,31 @@ def enet_loss(embedding: torch.Tensor, a: np.ndarray, b: np.ndarray, same: np.nd
     s = torch.exp(-dist2 / (2 * d)).clamp(EPS, 1 - EPS)
     y = torch.as_tensor(same, device=e.device)
     return -torch.where(y, torch.log(s), torch.log1p(-s)).mean()
+
+
+def hull_mask(uv: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A proposal from scattered image points (e.g. the LiDAR points of one lifted 3D instance, projected):
+    the pixels (centres) inside the convex hull of ``uv`` (P, 2) continuous (u, v) pixel coordinates, in an
+    image of ``shape`` (H, W). Fewer than 3 points, or collinear ones, give just their pixels. (H, W) bool."""
+    H, W = shape
+    out = np.zeros((H, W), bool)
+    uv = np.asarray(uv, np.float64).reshape(-1, 2)
+    uv = uv[np.isfinite(uv).all(1)]
+    if not len(uv):
+        return out
+    cols = np.clip(uv[:, 0].astype(np.int64), 0, W - 1)
+    rows = np.clip(uv[:, 1].astype(np.int64), 0, H - 1)
+    out[rows, cols] = True
+    if len(np.unique(uv, axis=0)) < 3:
+        return out
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        eq = ConvexHull(uv).equations  # (F, 3): n . x + c <= 0 inside
+    except QhullError:  # collinear
+        return out
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float64) + 0.5
+    inside = (eq[:, 0, None, None] * xx + eq[:, 1, None, None] * yy + eq[:, 2, None, None] <= 1e-9).all(0)
+    out[r0:r1, c0:c1] |= inside
+    return out

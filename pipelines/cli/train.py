@@ -141,14 +141,21 @@ def eval_3d_cmd(run, data, rsc, min_points, json_path):
               help="CSCS 3D->2D: supervise with the 3D teacher's predictions of this round.")
 @click.option("--backbone-weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="torchvision-format ImageNet ResNet weights (.pth); random init otherwise.")
+@click.option("--clicks", default=None, metavar="SET",
+              help="Learn from one click per object instead of boxes: WISE (L-Net + E-Net) on this click set "
+                   "(`mwsis clicks`), with proposals from the clicks3d stage run on it (model.wise.*).")
 @_config_opt
 @_set_opt
-def train_2d_cmd(data, out, resume, overwrite, pseudo_masks, masks, cscs_3d, backbone_weights, config_path, sets):
-    """Train the 2D BoxInst (CondInst) + IPG segmenter from 2D boxes (EMA teacher, checkpoints, metrics.csv)."""
+def train_2d_cmd(data, out, resume, overwrite, pseudo_masks, masks, cscs_3d, backbone_weights, clicks, config_path,
+                 sets):
+    """Train the 2D segmenter: BoxInst (CondInst) + IPG from 2D boxes, or WISE from clicks (--clicks); EMA
+    teacher, checkpoints, metrics.csv."""
     from ..training.train2d import Train2DConfig, train_2d
 
     extra = [f"{k}={v}" for k, v in (("pseudo_masks", pseudo_masks), ("masks", masks), ("cscs_3d", cscs_3d),
                                       ("backbone_weights", backbone_weights)) if v]
+    if clicks:
+        extra += ["model.ipg.enabled=false", "model.wise.enabled=true", f"model.wise.clicks={clicks}"]
     cfg = _load_config(Train2DConfig, config_path, [*sets, *extra])
     summary = train_2d(data, out, cfg, resume=resume, overwrite=overwrite)
     _summary_out(summary, out)

@@ -66,6 +66,9 @@ def frame_point_probs(model, frame, cfg: Train2DConfig, device) -> np.ndarray:
 def export_predictions_2d(data: Path | str, model, cfg: Train2DConfig, rnd: int, device, info: dict,
                           show_progress: bool = True, positions: list[int] | None = None) -> int:
     """Write round ``rnd`` for the shards at ``positions`` (all by default; a DDP rank passes its own)."""
+    if cfg.model.wise.enabled:
+        raise ValueError("predict-2d exports a box model's per-box class maps (for CSCS 2D -> 3D); a WISE run "
+                         "(model.wise, trained from clicks) has no boxes to condition them on")
     ds = open_dataset(data)
     positions = list(range(ds.num_shards)) if positions is None else positions
     frames = sum(ds.manifest.shards[p].frames for p in positions)

@@ -11,12 +11,15 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ...data.frame import Frame
+from ...data.click_store import ClickShard
+from ...data.frame import Clicks2D, Frame
+from ...data.schema.labels import FrameLabels
 from ...data.label_store import LabelShard
 from ...data.prediction_store import PredictionShard
 from ...data.schema.predictions import FEATURES_SOURCE
-from ...data.store import Dataset
+from ...data.store import Dataset, ShardError
 from ...train2d.crop import crop_boxes, crop_points, crop_window
+from ...train2d.wise import hull_mask
 from ...train2d.transforms import (MAX_LONG_SIDE, TEST_SCALE, TRAIN_SHORT_SIDES, prepare_image,
                                    sample_train_scale)
 from .sample_order import prediction_row, shuffled_shards
@@ -35,6 +38,7 @@ class Sample2D:
     points_prob: np.ndarray | None = None  # (P, C) 3D teacher probabilities of those points
     points_feat: np.ndarray | None = None  # (P, D) 3D teacher features of those points (predictions/3dfeat)
     gt_masks: list | None = None  # K RLEs: the true instance mask of each box (full supervision)
+    proposals: list | None = None  # WISE: K RLEs (or None), each click's proposal; ``boxes`` holds the clicks
 
 
 def box_gt_masks(frame: Frame, camera_id: int, box_index: np.ndarray) -> list[dict]:
@@ -88,12 +92,54 @@ def camera_samples(frame: Frame, sam=None, probs_3d: np.ndarray | None = None, w
     return out
 
 
+def click_samples(frame: Frame, clicks: Clicks2D, labels: FrameLabels, proposals: str) -> list[Sample2D]:
+    """WISE's samples: the frame's camera images with clicks, each click a degenerate box (u, v, u, v) with its
+    class (``box_index``: the click's index), and its proposal RLE (None without one): "clicks3d" the filled
+    hull (``wise.hull_mask``) of its lifted 3D instance's points projected into this camera (the stage's
+    instance k + 1 is the object of click k); "sam" the ``sam`` stage's mask of the click (``prompts: clicks``)."""
+    from pycocotools import mask as mask_utils
+
+    if proposals == "clicks3d":
+        inst = labels.instance
+        if inst is None or len(inst) != len(frame.points) or int(inst.max(initial=0)) > len(clicks):
+            raise ValueError(f"frame {frame.frame_id}: labels/clicks3d field instance does not fit the frame's "
+                             f"{len(frame.points)} points and {len(clicks)} clicks (made from another click set?)")
+        owner = np.full(len(inst), -1, np.int64)  # the object id of each point's instance
+        owner[inst > 0] = clicks.object_id[inst[inst > 0] - 1]
+    else:
+        m = labels.masks2d
+        by_click = {int(k): r for k, r in zip(m.box_index, m.rles)} if m is not None else {}
+    out = []
+    for cam in frame.cameras:
+        idx = np.flatnonzero(clicks.camera_id == cam.camera_id)
+        if not len(idx):
+            continue
+        image = cam.image()
+        rles = []
+        for k in idx:
+            if proposals != "clicks3d":
+                rles.append(by_click.get(int(k)))
+                continue
+            uv = [frame.points.cam_uv[(owner == clicks.object_id[k]) & (frame.points.cam_id[:, slot] == cam.camera_id),
+                                      slot] for slot in range(2)]
+            mask = hull_mask(np.concatenate(uv), image.shape[:2])
+            rles.append(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))) if mask.any() else None)
+        uv = clicks.uv[idx].astype(np.float32)
+        out.append(Sample2D(frame.frame_id, cam.camera_id, image, np.concatenate([uv, uv], 1),
+                            clicks.class_id[idx].astype(np.int64), idx, proposals=rles))
+    return out
+
+
 def iter_camera_samples(ds: Dataset, positions: list[int], rng: np.random.Generator | None = None,
                         sam: bool = False, cscs_round: int | None = None, gt_masks: bool = False,
-                        features: bool = False) -> Iterator[Sample2D]:
+                        features: bool = False, wise=None) -> Iterator[Sample2D]:
     """Samples shard by shard (shuffled shard and frame order with ``rng``; bounded memory). ``cscs_round``:
     the 3D teacher's probabilities of that round at the projections, and with ``features`` its features
-    (``predictions/3dfeat`` of the same round: ``predict-3d --features``)."""
+    (``predictions/3dfeat`` of the same round: ``predict-3d --features``). ``wise`` (a ``WISEConfig``): click
+    samples instead (``click_samples``) from its click set and proposal stage."""
+    if wise is not None:
+        yield from _iter_click_samples(ds, positions, rng, wise)
+        return
     for info, shard, rows in shuffled_shards(ds, positions, rng):
         sam_shard = LabelShard(ds, "sam", info.name) if sam else None
         pred = PredictionShard(ds, "3d", cscs_round, info.name) if cscs_round is not None else None
@@ -105,6 +151,31 @@ def iter_camera_samples(ds: Dataset, positions: list[int], rng: np.random.Genera
             probs = prediction_row(pred, int(i), frame.frame_id) if pred is not None else None
             feats = prediction_row(feat, int(i), frame.frame_id) if feat is not None else None
             yield from camera_samples(frame, lab, probs, gt_masks=gt_masks, feats_3d=feats)
+
+
+def check_click_inputs(ds: Dataset, positions: list[int], wise) -> None:
+    """Raise naming the file unless the click set and the proposal stage exist for these shards, and the
+    proposals were made from the same click set."""
+    for p in positions:
+        name = ds.manifest.shards[p].name
+        ClickShard(ds, wise.clicks, name)
+        lab = LabelShard(ds, wise.proposals, name)
+        used = [k.split("/", 1)[1] for k in (lab.metadata.get("inputs") or {}) if k.startswith("clicks/")]
+        if used != [wise.clicks]:
+            raise ShardError(lab.path, f"WISE proposals from stage '{wise.proposals}' were made from click set(s) "
+                                       f"{used or 'none'}, but model.wise.clicks is '{wise.clicks}' (run the stage "
+                                       f"with that click set)")
+
+
+def _iter_click_samples(ds: Dataset, positions: list[int], rng, wise) -> Iterator[Sample2D]:
+    for info, shard, rows in shuffled_shards(ds, positions, rng):
+        clicks, props = ClickShard(ds, wise.clicks, info.name), LabelShard(ds, wise.proposals, info.name)
+        for i in rows:
+            frame = shard.frame(int(i), images=True)
+            lab = props.labels(int(i))
+            if lab.frame_id != frame.frame_id:
+                raise ShardError(props.path, f"row {int(i)} holds frame {lab.frame_id}, expected {frame.frame_id}")
+            yield from click_samples(frame, clicks.clicks(int(i), frame.frame_id)[1], lab, wise.proposals)
 
 
 def crop_sample(s: Sample2D, window: tuple[int, int, int, int]) -> Sample2D:
@@ -161,4 +232,6 @@ def prepare_sample(s: Sample2D, cfg, rng: np.random.Generator, train: bool) -> d
         out["sam_masks"] = s.sam_masks
     if s.gt_masks is not None:
         out["gt_masks"] = s.gt_masks
+    if s.proposals is not None:
+        out["proposals"] = s.proposals
     return out

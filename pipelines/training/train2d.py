@@ -21,13 +21,13 @@ import torch.nn.functional as F
 from ...data.label_store import check_label_shards
 from ...train2d.config import Model2DConfig
 from ...train2d.ipg import ipg_active, pseudo_mask_iou
-from ...train2d.model import BoxInstModel
+from ...train2d.model import build_model, param_groups
 from ...train2d.sim import sim_teacher_outputs
 from ...train2d.sim_copypaste import PasteBank, bank_batch, paste_batch
 from ...train2d.sim_prototypes import PrototypeBank
 from ...train2d.transforms import collate
 from ...train3d.ema import EMAConfig
-from .samples2d import iter_camera_samples, prepare_sample
+from .samples2d import check_click_inputs, iter_camera_samples, prepare_sample
 from .cscs_exchange import CSCSRoundHook
 from .distributed import barrier
 from .trainer import Hook, Trainer
@@ -95,6 +95,13 @@ class Train2DConfig:
         if self.model.sim.enabled and (self.masks == "gt" or self.pseudo_masks == "sam"):
             raise ValueError("model.sim corrects the EMA teacher's instance masks: it does not apply with "
                              "masks: gt (true masks) or pseudo_masks: sam")
+        if self.model.wise.enabled:
+            box_only = {"masks: gt": self.masks == "gt", "pseudo_masks: sam": self.pseudo_masks == "sam",
+                        "cscs_3d": self.cscs_3d is not None, "train_crop": self.train_crop is not None,
+                        "track_pseudo_iou": self.track_pseudo_iou > 0, "export.every": self.export.every > 0}
+            if any(box_only.values()):
+                raise ValueError("model.wise learns from clicks and their proposals; it does not combine with "
+                                 + ", ".join(k for k, on in box_only.items() if on))
 
 
 def sam_teacher_outputs(targets: list[dict], images: torch.Tensor, stride: int = 4) -> dict:
@@ -147,14 +154,14 @@ def lr_lambda(cfg: Train2DConfig, total_steps: int):
     return f
 
 
-def make_optimizer(model: BoxInstModel, cfg: Train2DConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, the paper) or AdamW over ``BoxInstModel.param_groups``: norm layers without weight decay
+def make_optimizer(model: torch.nn.Module, cfg: Train2DConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, the paper) or AdamW over ``train2d.model.param_groups``: norm layers without weight decay
     unless ``norm_decay`` (the authors' ``norm_decay_mult=0``), the controller at ``controller_lr_mult``."""
     if cfg.norm_decay and cfg.bias_decay and cfg.controller_lr_mult == 1.0:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
     else:
-        groups = model.param_groups(cfg.lr, cfg.weight_decay, cfg.controller_lr_mult, norm_decay=cfg.norm_decay,
-                                    bias_decay=cfg.bias_decay)
+        groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.controller_lr_mult, norm_decay=cfg.norm_decay,
+                              bias_decay=cfg.bias_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
@@ -214,7 +221,8 @@ def pseudo_ious(teacher_out: dict, targets: list[dict], images: torch.Tensor, ta
 
 class Train2DTrainer(Trainer):
     """The 2D branch (MWSIS §3.2): ``BoxInstModel`` on each camera image with boxes, BoxInst's box losses (or
-    the true masks with ``masks: gt``), IPG from the EMA teacher, CSCS 3D -> 2D when ``cscs_3d`` is set."""
+    the true masks with ``masks: gt``), IPG from the EMA teacher, CSCS 3D -> 2D when ``cscs_3d`` is set; or
+    ``WISEModel`` on each camera image with clicks (``model.wise``)."""
 
     kind = "train-2d"
 
@@ -222,6 +230,8 @@ class Train2DTrainer(Trainer):
         warn_emulated_bf16(self.device, self.cfg.cpu_bf16)
         if self.cfg.pseudo_masks == "sam":
             check_label_shards(self.ds, "sam", self.positions)
+        if self.cfg.model.wise.enabled:
+            check_click_inputs(self.ds, self.positions, self.cfg.model.wise)
 
     def num_steps_per_epoch(self) -> int:
         cameras = len(self.ds.manifest.sensors.get("cameras", [])) or 1
@@ -238,7 +248,7 @@ class Train2DTrainer(Trainer):
                                       self.cfg.seed) if sc.enabled else None
         self.paste_bank = PasteBank(sc.copy_paste.bank) if sc.copy_paste.enabled else None
         self.step_diagnostics: dict[str, float] = {}
-        return BoxInstModel(model_cfg)
+        return build_model(model_cfg)
 
     def parts(self) -> dict:
         extra = {"sim_prototypes": self.sim_bank, "sim_paste_bank": self.paste_bank}
@@ -261,7 +271,8 @@ class Train2DTrainer(Trainer):
         for s in iter_camera_samples(self.ds, self.positions, rng, sam=cfg.pseudo_masks == "sam",
                                      cscs_round=self.cscs_round,
                                      gt_masks=cfg.masks == "gt" or cfg.track_pseudo_iou > 0,
-                                     features=cfg.model.cscs.affinity_weight > 0):
+                                     features=cfg.model.cscs.affinity_weight > 0,
+                                     wise=cfg.model.wise if cfg.model.wise.enabled else None):
             buf.append(prepare_sample(s, cfg, rng, train=True))
             if len(buf) == cfg.images_per_step:
                 yield buf
@@ -287,6 +298,9 @@ class Train2DTrainer(Trainer):
         if cfg.masks == "gt":
             for t, m in zip(targets, rle_target_maps(targets, "gt_masks", images)[0]):
                 t["mask_targets"] = m
+        if cfg.model.wise.enabled:  # each click's proposal at the outputs' stride (WISE's E-Net pairs)
+            for t, m in zip(targets, rle_target_maps(targets, "proposals", images)[0]):
+                t["proposal_maps"] = m
         track = cfg.track_pseudo_iou > 0 and it % cfg.track_pseudo_iou == 0
         teacher_out = self.teacher_outputs(images, targets, update=active) if active or track else None
         if track:
@@ -325,6 +339,7 @@ def train_2d(data: Path | str, out: Path | str, cfg: Train2DConfig, resume: bool
     return Train2DTrainer(data, out, cfg, hooks).train(resume, overwrite, show_progress, stop_after_epoch)
 
 
-def load_teacher_2d(run: Path | str, device: torch.device | str = "cpu") -> tuple[BoxInstModel, Train2DConfig]:
-    """The EMA teacher of a 2D run's newest checkpoint, with the run's config."""
-    return load_run_teacher(Path(run), Train2DConfig, lambda c: BoxInstModel(c.model), device, "train-2d")
+def load_teacher_2d(run: Path | str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Train2DConfig]:
+    """The EMA teacher of a 2D run's newest checkpoint (``BoxInstModel``, or ``WISEModel`` for a clicks run),
+    with the run's config."""
+    return load_run_teacher(Path(run), Train2DConfig, lambda c: build_model(c.model), device, "train-2d")

@@ -19,38 +19,6 @@ from mwsis.train2d.config import BoxInstConfig, Model2DConfig
 from mwsis.train2d.model import BoxInstModel
 from mwsis.train2d.transforms import collate, prepare_image
 
-COLOURS = [(220, 40, 40), (40, 200, 60), (40, 80, 230), (230, 200, 30), (200, 60, 200), (30, 200, 210)]
-
-
-def make_image(rng: np.random.Generator, h: int = 96, w: int = 128):
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    patches = rng.uniform(70, 170, (h // 32 + 1, w // 32 + 1, 3)).astype(np.float32)
-    img = patches[(yy // 32).astype(int), (xx // 32).astype(int)] + rng.normal(0, 2, (h, w, 3))
-    masks, boxes, kinds = [], [], []
-    occupied = np.zeros((h, w), bool)
-    n, tries = rng.integers(2, 4), 0
-    while len(masks) < n and tries < 50:
-        tries += 1
-        kind = int(rng.integers(0, 3))
-        bw, bh = rng.integers(24, 56), rng.integers(24, 56)
-        x0, y0 = rng.integers(2, w - bw - 2), rng.integers(2, h - bh - 2)
-        if kind == 0:  # rectangle
-            m = (xx >= x0) & (xx < x0 + bw) & (yy >= y0) & (yy < y0 + bh)
-        elif kind == 1:  # ellipse
-            m = ((xx + 0.5 - x0 - bw / 2) / (bw / 2)) ** 2 + ((yy + 0.5 - y0 - bh / 2) / (bh / 2)) ** 2 <= 1
-        else:  # triangle, apex up
-            t = (yy + 0.5 - y0) / bh
-            m = (t >= 0) & (t <= 1) & (np.abs(xx + 0.5 - x0 - bw / 2) <= t * bw / 2)
-        if (m & occupied).any():
-            continue
-        occupied |= m
-        img[m] = np.array(COLOURS[rng.integers(len(COLOURS))], np.float32) + rng.normal(0, 2, (m.sum(), 3))
-        ys, xs = np.nonzero(m)
-        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        masks.append(m)
-        kinds.append(kind)
-    return np.clip(img, 0, 255).astype(np.uint8), np.array(boxes, np.float32), np.array(kinds), np.stack(masks)
-
 
 def _batch(items, flips):
     samples = [dict(prepare_image(im, boxes, scale=(128, 96), flip=bool(f)), classes=torch.as_tensor(kinds))
@@ -70,7 +38,7 @@ def _best_ious(model, items):
     return ious
 
 
-def test_boxinst_learns_shapes_from_boxes_only():
+def test_boxinst_learns_shapes_from_boxes_only(make_image):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     train = [make_image(rng) for _ in range(8)]
