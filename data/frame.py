@@ -109,6 +109,25 @@ class Camera:
         return np.stack([u, v], axis=1), valid
 
 
+def project_to_cameras(xyz: np.ndarray, cameras: list[Camera]) -> tuple[np.ndarray, np.ndarray]:
+    """(cam_id (N, 2) int8, cam_uv (N, 2, 2) float32) of vehicle-frame points ``xyz`` (N, 3): up to two
+    cameras per point, in camera-id order, whose image contains its projection (no occlusion test, as Waymo's
+    ``camera_projections``). Used by the synthetic sensor and the readers that compute projections."""
+    n = xyz.shape[0]
+    cam_id = np.zeros((n, 2), np.int8)
+    cam_uv = np.full((n, 2, 2), -1.0, np.float32)
+    filled = np.zeros(n, np.int64)
+    for c in sorted(cameras, key=lambda c: c.camera_id):
+        uv, valid = c.project(xyz)
+        take = valid & (filled < 2)
+        idx = np.flatnonzero(take)
+        slot = filled[idx]
+        cam_id[idx, slot] = c.camera_id
+        cam_uv[idx, slot] = uv[idx].astype(np.float32)
+        filled[idx] += 1
+    return cam_id, cam_uv
+
+
 @dataclass
 class Boxes2D:
     """2D boxes of all cameras of a frame, struct of arrays, in pixels (x1, y1, x2, y2)."""

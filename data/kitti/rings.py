@@ -139,7 +139,7 @@ def azimuth_columns(az: np.ndarray, width: int) -> np.ndarray:
     return np.mod(c, width)
 
 
-def _separate(row: np.ndarray, col: np.ndarray, az: np.ndarray, width: int) -> tuple[np.ndarray, int, int]:
+def separate_columns(row: np.ndarray, col: np.ndarray, az: np.ndarray, width: int) -> tuple[np.ndarray, int, int]:
     """Move a point that shares its (row, col) to the free adjacent column on its side of the pixel
     centre (then the other side); returns (columns, moved, still shared)."""
     key = row.astype(np.int64) * width + col
@@ -280,6 +280,6 @@ def recover_rings(xyz: np.ndarray, width: int = 2048, reference: np.ndarray | No
         resid = np.interp(np.arange(m), rows, ring_elev - reference[rows])
         incl = reference + resid
         incl[rows] = ring_elev
-    col, moved, shared = _separate(row, azimuth_columns(az, width), az, width)
+    col, moved, shared = separate_columns(row, azimuth_columns(az, width), az, width)
     return RingRecovery(ring.astype(np.int32), row.astype(np.int16), col.astype(np.int16), incl.astype(np.float32),
                         seam, k, int((np.diff(ring_elev) >= 0).sum()), moved, shared)

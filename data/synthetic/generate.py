@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..frame import Boxes2D, Boxes3D, Camera, Frame, GroundTruth, Lidar, Masks2D, Points, TOP_LIDAR
+from ..frame import Boxes2D, Boxes3D, Camera, Frame, GroundTruth, Lidar, Masks2D, Points, TOP_LIDAR, project_to_cameras
 from . import camera as cam
 from .config import SynthConfig
 from .lidar import Sweep, sweep
@@ -33,24 +33,6 @@ class Rendered:
 
 def _rng(seed: int, sequence: int, index: int, *tags: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(sequence), int(index), *tags]))
-
-
-def _project_points(xyz: np.ndarray, cameras: list[Camera]) -> tuple[np.ndarray, np.ndarray]:
-    """Up to two cameras per point, in camera-id order, whose image contains its projection (no
-    occlusion test, as Waymo's ``camera_projections``)."""
-    n = xyz.shape[0]
-    cam_id = np.zeros((n, 2), np.int8)
-    cam_uv = np.full((n, 2, 2), -1.0, np.float32)
-    filled = np.zeros(n, np.int64)
-    for c in sorted(cameras, key=lambda c: c.camera_id):
-        uv, valid = c.project(xyz)
-        take = valid & (filled < 2)
-        idx = np.flatnonzero(take)
-        slot = filled[idx]
-        cam_id[idx, slot] = c.camera_id
-        cam_uv[idx, slot] = uv[idx].astype(np.float32)
-        filled[idx] += 1
-    return cam_id, cam_uv
 
 
 def _boxes3d(scene: Scene, cfg: SynthConfig) -> Boxes3D:
@@ -98,7 +80,7 @@ def render_frame(cfg: SynthConfig, seed: int = 0, sequence: int = 0, index: int 
         masks.append(m)
         instances[spec.camera_id], depths[spec.camera_id] = inst, depth
 
-    cam_id, cam_uv = _project_points(sw.xyz, cameras)
+    cam_id, cam_uv = project_to_cameras(sw.xyz, cameras)
     n = sw.xyz.shape[0]
     points = Points(xyz=sw.xyz, intensity=sw.intensity, elongation=sw.elongation, range=sw.range,
                     return_index=sw.return_index, laser_id=np.full(n, TOP_LIDAR, np.int8), row=sw.row, col=sw.col,

@@ -6,12 +6,13 @@ import importlib
 import click
 
 # (module in mwsis.pipelines, click command attribute)
-_COMMANDS = [("convert.waymo", "waymo_v2_cmd"), ("convert.waymo", "waymo_v1_cmd"), ("convert.kitti", "kitti_cmd")]
+_COMMANDS = [("convert.waymo", "waymo_v2_cmd"), ("convert.waymo", "waymo_v1_cmd"), ("convert.kitti", "kitti_cmd"),
+             ("convert.folder", "folder_cmd")]
 
 
 @click.group("convert")
 def convert():
-    """Convert Waymo v2 (Parquet), Waymo v1 (TFRecord) or KITTI into a mwsis dataset.
+    """Convert Waymo v2 (Parquet), Waymo v1 (TFRecord), KITTI or your own logs (folder) into a mwsis dataset.
 
     One shard per segment/sequence, parallel (--workers), resumable (rerun the same command), and
     a corrupt or missing input fails only its segment, with the cause recorded in manifest.json.

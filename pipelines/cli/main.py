@@ -57,9 +57,12 @@ def main(verbose: bool, debug: bool) -> None:
 @click.option("--preset", type=click.Choice(["tiny", "waymo", "kitti"]), default="tiny", show_default=True,
               help="tiny: 16x512 LiDAR, 2 small cameras (tests). waymo: 64x2650 TOP LiDAR, 5 cameras. "
                    "kitti: HDL-64E-like, one 1242x375 camera.")
-@click.option("--format", "fmt", type=click.Choice(["native", "waymo-v2", "waymo-v1", "kitti"]), default="native",
-              show_default=True, help="native: a mwsis dataset. Others write the real Waymo v2 Parquet / v1 "
-                                      "TFRecord / KITTI layout (to test `mwsis convert`).")
+@click.option("--format", "fmt", type=click.Choice(["native", "waymo-v2", "waymo-v1", "kitti", "folder"]),
+              default="native", show_default=True,
+              help="native: a mwsis dataset. Others write the real Waymo v2 Parquet / v1 TFRecord / KITTI layout or "
+                   "the sensor-folder layout of your own logs (to test `mwsis convert`).")
+@click.option("--point-format", type=click.Choice(["npy", "bin", "pcd", "las", "laz"]), default="npy",
+              show_default=True, help="--format folder: the point files' type (pcd, las, laz need mwsis[formats]).")
 @click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Number of frames.")
 @click.option("--frames-per-sequence", type=click.IntRange(min=1), default=4, show_default=True,
               help="Frames per sequence; one shard per sequence.")
@@ -69,21 +72,24 @@ def main(verbose: bool, debug: bool) -> None:
 @click.option("--image-scale", type=click.FloatRange(min=0.05, max=4.0), default=None,
               help="Scale every camera's resolution and focal length (waymo default 960x640 = 1.0).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def synth(preset, fmt, frames, frames_per_sequence, seed, out, workers, image_scale, no_progress):
+def synth(preset, fmt, point_format, frames, frames_per_sequence, seed, out, workers, image_scale, no_progress):
     """Render synthetic street scenes (LiDAR + cameras + exact ground truth) into a dataset.
 
     Reruns resume: finished shards are kept, missing ones are rendered. With --format waymo-v2,
-    waymo-v1 or kitti the frames are written in that dataset's own file layout instead.
+    waymo-v1, kitti or folder the frames are written in that file layout instead.
     """
     from ..convert.synth import synth_dataset
 
     overrides = {"image_scale": image_scale} if image_scale else {}
     if fmt != "native":
+        from ..convert.folder import synth_export_folder
         from ..convert.kitti import synth_export_kitti
         from ..convert.waymo import synth_export_waymo_v1, synth_export_waymo_v2
 
         if fmt == "kitti":
             synth_export_kitti(out, preset, frames, seed, overrides)
+        elif fmt == "folder":
+            synth_export_folder(out, preset, frames, seed, frames_per_sequence, overrides, point_format=point_format)
         else:
             export = synth_export_waymo_v2 if fmt == "waymo-v2" else synth_export_waymo_v1
             export(out, preset, frames, seed, frames_per_sequence, overrides)
