@@ -16,6 +16,8 @@ from pathlib import Path
 
 import click
 
+from .report import echo_result
+
 log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES_PER_SHARD = 100
@@ -98,14 +100,7 @@ def folder_cmd(src, out, workers, frames_per_shard, no_progress):
         res = convert_folder(src, out, workers, frames_per_shard, show_progress=not no_progress)
     except (FileNotFoundError, ValueError, FolderFormatError) as e:
         raise click.ClickException(str(e)) from e
-    m = res.manifest
-    click.echo(f"{out}: {sum(s.frames for s in m.shards)} frames in {len(m.shards)} shards "
-               f"({len(res.written)} written, {len(res.skipped)} already done)")
-    if res.failed:
-        for unit, err in sorted(res.failed.items()):
-            click.echo(f"FAILED {unit}: {err}", err=True)
-        raise click.ClickException(f"{len(res.failed)} of {len(res.failed) + len(m.shards)} shards failed; "
-                                   "fix the files named above and rerun the same command to resume")
+    echo_result(out, res)
 
 
 def synth_export_folder(out: Path | str, preset: str = "tiny", frames: int = 8, seed: int = 0,

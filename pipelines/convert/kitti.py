@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from .report import echo_result
+
 log = logging.getLogger(__name__)
 
 DEFAULT_COLUMNS = 2048  # ~ the HDL-64E's 2000 returns per ring per revolution (0.18 deg), next power of two
@@ -99,14 +101,7 @@ def kitti_cmd(src, out, workers, columns, frames_per_shard, no_progress):
         res = convert_kitti(src, out, workers, columns, frames_per_shard, show_progress=not no_progress)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from e
-    m = res.manifest
-    click.echo(f"{out}: {sum(s.frames for s in m.shards)} frames in {len(m.shards)} shards "
-               f"({len(res.written)} written, {len(res.skipped)} already done)")
-    if res.failed:
-        for unit, err in sorted(res.failed.items()):
-            click.echo(f"FAILED {unit}: {err}", err=True)
-        raise click.ClickException(f"{len(res.failed)} of {len(res.failed) + len(m.shards)} shards failed; "
-                                   "fix the files named above and rerun the same command to resume")
+    echo_result(out, res)
 
 
 def synth_export_kitti(out: Path | str, preset: str = "kitti", frames: int = 8, seed: int = 0,
