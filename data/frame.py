@@ -7,7 +7,8 @@ Every array is numpy; nothing here touches the filesystem. Conventions (also in 
   optical axis, y left, z up), not OpenCV axes. ``project`` below is the Waymo global-shutter model
   (``data_formats.md`` B.8).
 * Camera ids are Waymo ``CameraName`` values: 1 FRONT, 2 FRONT_LEFT, 3 FRONT_RIGHT, 4 SIDE_LEFT,
-  5 SIDE_RIGHT; 0 means "no camera". LiDAR ids are ``LaserName`` values, 1 = TOP.
+  5 SIDE_RIGHT, plus 6 BACK (nuScenes' rear camera); 0 means "no camera". LiDAR ids are ``LaserName``
+  values, 1 = TOP.
 * Pixel coordinates: pixel ``i`` spans ``[i, i+1)``, so a projection ``u`` lands in column ``floor(u)``.
 * Classes: 0 vehicle, 1 pedestrian, 2 cyclist (``CLASS_NAMES``); per-point semantic ground truth and
   pseudo labels use ``BACKGROUND = 3`` for background and ``IGNORE = -1`` for "no label".
@@ -24,7 +25,9 @@ CLASS_NAMES: tuple[str, ...] = ("vehicle", "pedestrian", "cyclist")
 NUM_CLASSES = len(CLASS_NAMES)
 BACKGROUND = NUM_CLASSES  # semantic id of background, as in MWSIS Eq. 3-4 ({-1, 0..C-1, C})
 IGNORE = -1
-CAMERA_NAMES: dict[int, str] = {1: "FRONT", 2: "FRONT_LEFT", 3: "FRONT_RIGHT", 4: "SIDE_LEFT", 5: "SIDE_RIGHT"}
+# Waymo's five cameras, and 6 for a rear camera (nuScenes' CAM_BACK; no Waymo camera looks back)
+CAMERA_NAMES: dict[int, str] = {1: "FRONT", 2: "FRONT_LEFT", 3: "FRONT_RIGHT", 4: "SIDE_LEFT", 5: "SIDE_RIGHT",
+                                6: "BACK"}
 LIDAR_NAMES: dict[int, str] = {1: "TOP", 2: "FRONT", 3: "SIDE_LEFT", 4: "SIDE_RIGHT", 5: "REAR"}
 TOP_LIDAR = 1
 

@@ -66,6 +66,7 @@ class SynthConfig:
     parking_width: float = 2.3
     sidewalk_width: float = 4.5
     curb_height: float = 0.15
+    max_grade: float = 0.02  # the street's slope along x is uniform in +-max_grade per sequence (2 %: gentle)
     building_height: tuple[float, float] = (6.0, 28.0)
     # --- objects: probability that a slot of a stream holds an object (density) ---
     p_parked: float = 0.6
@@ -123,6 +124,17 @@ def _tiny_cameras() -> tuple[CameraSpec, ...]:
     )
 
 
+def _nuscenes_cameras() -> tuple[CameraSpec, ...]:
+    # ids: FRONT 1, FRONT_LEFT 2, FRONT_RIGHT 3, BACK_LEFT 4, BACK_RIGHT 5, BACK 6 (data/nuscenes/build.py)
+    f = 1266.0
+    return (CameraSpec(1, 1600, 900, f, 0.0, 0.0, (1.70, 0.00, 1.51)),
+            CameraSpec(2, 1600, 900, f, 55.0, 0.0, (1.52, 0.49, 1.51)),
+            CameraSpec(3, 1600, 900, f, -55.0, 0.0, (1.52, -0.49, 1.51)),
+            CameraSpec(4, 1600, 900, f, 110.0, 0.0, (1.04, 0.48, 1.56)),
+            CameraSpec(5, 1600, 900, f, -110.0, 0.0, (1.04, -0.48, 1.56)),
+            CameraSpec(6, 1600, 900, f * 0.64, 180.0, 0.0, (0.09, 0.00, 1.56)))
+
+
 def _kitti_cameras() -> tuple[CameraSpec, ...]:
     # KITTI's image_2 colour camera: 1242x375, f ~ 721.5 px (about 81 x 29 deg), level, 1.65 m up,
     # 0.27 m ahead of the Velodyne and 6 cm left of the reference camera 0 (KITTI setup page).
@@ -170,11 +182,29 @@ _PRESETS: dict[str, SynthConfig] = {
         view_distance=90.0,
         behind_distance=60.0,
     ),
+    # nuScenes-like: HDL-32E (32 beams, +10.67 to -30.67 deg, 4/3 deg apart), ~1085 returns per ring, one return,
+    # mounted 1.84 m up; six 1600x900 cameras (f ~ 1266 px, 64 deg) looking 0, +-55, +-110 and 180 deg.
+    "nuscenes": SynthConfig(
+        name="nuscenes",
+        beams=32,
+        columns=1088,
+        incl_top_deg=10.67,
+        incl_bottom_deg=-30.67,
+        incl_warp=0.0,
+        max_range=70.0,
+        lidar_position=(0.94, 0.0, 1.84),
+        second_returns=False,
+        cameras=_nuscenes_cameras(),
+        min_box_area=100,
+        view_distance=80.0,
+        behind_distance=80.0,
+    ),
 }
 
 
 def preset(name: str, **overrides) -> SynthConfig:
-    """The named preset (``"tiny"``, ``"waymo"`` or ``"kitti"``), with any fields replaced by ``overrides``."""
+    """The named preset (``"tiny"``, ``"waymo"``, ``"kitti"`` or ``"nuscenes"``), with any fields replaced by
+    ``overrides``."""
     if name not in _PRESETS:
         raise ValueError(f"unknown synthetic preset {name!r}; choose one of {sorted(_PRESETS)}")
     return dataclasses.replace(_PRESETS[name], **overrides)

@@ -62,9 +62,10 @@ def _rng(*entropy: int) -> np.random.Generator:
 
 
 def ground_params(cfg: SynthConfig, seed: int, sequence: int) -> np.ndarray:
-    """Gentle slope along the street (up to 2%) plus a few centimetre-scale bumps."""
+    """A slope along the street (up to ``cfg.max_grade``, 2 % by default) plus a few centimetre-scale bumps.
+    The vehicle frame stays level, so a slope is also what a pitched sensor sees."""
     rng = _rng(seed, sequence, 1)
-    g = [0.0, rng.uniform(-0.02, 0.02), 0.0]
+    g = [0.0, rng.uniform(-cfg.max_grade, cfg.max_grade), 0.0]
     for _ in range(NGROUND_WAVES):
         lam, th = rng.uniform(3.0, 15.0), rng.uniform(0, math.pi)
         k = 2 * math.pi / lam

@@ -54,13 +54,14 @@ def main(verbose: bool, debug: bool) -> None:
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["tiny", "waymo", "kitti"]), default="tiny", show_default=True,
+@click.option("--preset", type=click.Choice(["tiny", "waymo", "kitti", "nuscenes"]), default="tiny", show_default=True,
               help="tiny: 16x512 LiDAR, 2 small cameras (tests). waymo: 64x2650 TOP LiDAR, 5 cameras. "
-                   "kitti: HDL-64E-like, one 1242x375 camera.")
-@click.option("--format", "fmt", type=click.Choice(["native", "waymo-v2", "waymo-v1", "kitti", "folder"]),
+                   "kitti: HDL-64E-like, one 1242x375 camera. nuscenes: HDL-32E-like, six 1600x900 cameras.")
+@click.option("--format", "fmt", type=click.Choice(["native", "waymo-v2", "waymo-v1", "kitti", "nuscenes", "folder"]),
               default="native", show_default=True,
-              help="native: a mwsis dataset. Others write the real Waymo v2 Parquet / v1 TFRecord / KITTI layout or "
-                   "the sensor-folder layout of your own logs (to test `mwsis convert`).")
+              help="native: a mwsis dataset. Others write the real Waymo v2 Parquet / v1 TFRecord / KITTI / nuScenes "
+                   "layout or the sensor-folder layout of your own logs (to test `mwsis convert`; nuscenes needs "
+                   "--preset nuscenes).")
 @click.option("--point-format", type=click.Choice(["npy", "bin", "pcd", "las", "laz"]), default="npy",
               show_default=True, help="--format folder: the point files' type (pcd, las, laz need mwsis[formats]).")
 @click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Number of frames.")
@@ -76,7 +77,7 @@ def synth(preset, fmt, point_format, frames, frames_per_sequence, seed, out, wor
     """Render synthetic street scenes (LiDAR + cameras + exact ground truth) into a dataset.
 
     Reruns resume: finished shards are kept, missing ones are rendered. With --format waymo-v2,
-    waymo-v1, kitti or folder the frames are written in that file layout instead.
+    waymo-v1, kitti, nuscenes or folder the frames are written in that file layout instead.
     """
     from ..convert.synth import synth_dataset
 
@@ -84,10 +85,16 @@ def synth(preset, fmt, point_format, frames, frames_per_sequence, seed, out, wor
     if fmt != "native":
         from ..convert.folder import synth_export_folder
         from ..convert.kitti import synth_export_kitti
+        from ..convert.nuscenes import synth_export_nuscenes
         from ..convert.waymo import synth_export_waymo_v1, synth_export_waymo_v2
 
         if fmt == "kitti":
             synth_export_kitti(out, preset, frames, seed, overrides)
+        elif fmt == "nuscenes":
+            try:
+                synth_export_nuscenes(out, preset, frames, seed, frames_per_sequence, overrides)
+            except ValueError as e:
+                raise click.ClickException(str(e)) from e
         elif fmt == "folder":
             synth_export_folder(out, preset, frames, seed, frames_per_sequence, overrides, point_format=point_format)
         else:

@@ -241,3 +241,13 @@ def test_waymo_preset_sensor_layout():
         assert np.linalg.norm(c.extrinsic[:3, 3] - f.lidar().extrinsic[:3, 3]) > 0.3
     assert len(f.points) > 100_000 and (f.points.return_index == 1).sum() > 500
     assert (f.range_image()[1] > 0).any() and f.points.range.max() <= cfg.max_range + 0.05
+
+
+def test_max_grade_bounds_the_street_slope():
+    from mwsis.data.synthetic.scene import ground_params
+
+    gentle = [ground_params(preset("tiny"), 0, s)[1] for s in range(20)]
+    steep = [ground_params(preset("tiny", max_grade=0.08), 0, s)[1] for s in range(20)]
+    assert max(map(abs, gentle)) <= 0.02 and max(map(abs, steep)) <= 0.08
+    np.testing.assert_allclose(steep, np.multiply(gentle, 4))  # the same draw, scaled: default scenes unchanged
+    assert max(map(abs, steep)) > 0.04
