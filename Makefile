@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade "pip>=24"
 	# the cpu and gpu spconv builds install the same module: drop the other flavour's first
 	$(BIN)/python -m pip uninstall -y $(if $(filter gpu,$(SPCONV)),spconv,spconv-cu126) >/dev/null 2>&1 || true
-	$(BIN)/python -m pip install -e ".[dev,formats,$(SPCONV)]"
+	$(BIN)/python -m pip install -e ".[dev,formats,viz,$(SPCONV)]"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install mwsis editable with its dev tools

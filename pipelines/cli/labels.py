@@ -172,23 +172,75 @@ def bench_cmd(json_path, frames, data):
 @click.command("export")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), required=True, help="Dataset directory.")
 @click.option("--labels", "stage", required=True,
-              help="The label stage to export (e.g. spg, pvc, clicks3d); for coco: sam, or a 2D run directory.")
-@click.option("--format", "fmt", type=click.Choice(["semantickitti", "ply", "las", "laz", "coco"]), required=True,
+              help="The label stage to export (e.g. spg, pvc, clicks3d); for coco: sam, or a 2D run directory; for "
+                   "rerun also gt (the ground truth).")
+@click.option("--format", "fmt", type=click.Choice(["semantickitti", "ply", "las", "laz", "coco", "rerun"]),
+              required=True,
               help="semantickitti: sequences/<seq>/velodyne/*.bin + labels/*.label (uint32: semantic low 16 bits, "
                    "instance high 16) and label_map.yaml. ply: one coloured binary PLY per frame. las/laz: LAS 1.4 "
                    "per frame, classes 64/65/66 (vehicle/pedestrian/cyclist), 1 background, 0 ignore, extra "
                    "dimensions instance, score, mwsis_class (needs the formats extra: laspy). coco: "
-                   "instances_gt.json + results.json of 2D masks (--labels sam or a 2D run).")
+                   "instances_gt.json + results.json of 2D masks (--labels sam or a 2D run). rerun: one "
+                   "<dataset>.rrd recording (points by label, 3D boxes, posed cameras with images, 2D boxes and "
+                   "masks on a frame timeline; needs the viz extra: rerun-sdk).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory to write.")
+@click.option("--frames", "frame_range", default=None, help="rerun: positions A:B of the frames to record (B "
+              "excluded; default all).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def export_cmd(data, stage, fmt, out, no_progress):
-    """Write a stage's per-point labels in a format other tools read (SemanticKITTI loaders, CloudCompare)."""
-    from ..labels.export import export_coco, export_labels
+def export_cmd(data, stage, fmt, out, frame_range, no_progress):
+    """Write a stage's labels in a format other tools read (SemanticKITTI loaders, CloudCompare, COCO, rerun)."""
+    from ..labels.export import export_coco, export_labels, export_rerun
 
     if fmt == "coco":
         res = export_coco(data, stage, out, show_progress=not no_progress)
         ap50 = "-" if res["ap50"] is None else f"{100 * res['ap50']:.1f}"
         click.echo(f"{out}: instances_gt.json and results.json of {stage} (mask AP50 {ap50})")
         return
+    if fmt == "rerun":
+        try:
+            path = export_rerun(data, stage, out, frame_range, show_progress=not no_progress)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from e
+        click.echo(f"{path}: rerun recording of {stage} (open it with `rerun {path}` or `mwsis view`)")
+        return
     n = export_labels(data, stage, fmt, out, show_progress=not no_progress)
     click.echo(f"{out}: {n} frames of labels/{stage} as {fmt}")
+
+
+@click.command("view")
+@click.argument("data", type=click.Path(exists=True, file_okay=False))
+@click.option("--labels", "stage", default="gt", show_default=True,
+              help="The label stage to colour the points by (gt: the ground truth).")
+@click.option("--frames", "frame_range", default=None, help="Positions A:B of the frames to show (default all).")
+@click.option("--save", "save_dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the recording in this directory (default: a temporary one when a viewer opens it, "
+                   "DATA/../rerun otherwise).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def view_cmd(data, stage, frame_range, save_dir, no_progress):
+    """Open a dataset and its labels in the rerun viewer; without a display, save the recording and say where.
+
+    Writes the same recording as `mwsis export --format rerun`, then starts the viewer (the `rerun` program of
+    the viz extra) when $DISPLAY or $WAYLAND_DISPLAY is set.
+    """
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from ..labels.export import export_rerun
+
+    display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    viewer = shutil.which("rerun")
+    where = save_dir or (tempfile.mkdtemp(prefix="mwsis-view-") if display and viewer else
+                         str(Path(data).resolve().parent / "rerun"))
+    try:
+        path = export_rerun(data, stage, where, frame_range, show_progress=not no_progress)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    if display and viewer:
+        click.echo(f"opening {path} in the rerun viewer")
+        subprocess.Popen([viewer, str(path)])
+    else:
+        why = "no display ($DISPLAY / $WAYLAND_DISPLAY unset)" if not display else "no `rerun` program on PATH"
+        click.echo(f"{why}: saved {path}; open it with `rerun {path}` on a machine with a screen")

@@ -162,7 +162,7 @@ def viz_frame_cmd(dataset, frame_id, out, points):
 
 
 def _register() -> None:
-    from .labels import bench_cmd, eval_labels_cmd, export_cmd, pseudolabels_cmd, stage_cmd
+    from .labels import bench_cmd, eval_labels_cmd, export_cmd, pseudolabels_cmd, stage_cmd, view_cmd
 
     from .convert import convert
     from .report import report_cmd
@@ -173,8 +173,8 @@ def _register() -> None:
 
     from .clicks import clicks_cmd
 
-    for cmd in (clicks_cmd, export_cmd, stage_cmd, pseudolabels_cmd, eval_labels_cmd, bench_cmd, convert, train_3d_cmd, predict_3d_cmd,
-                eval_3d_cmd, train_2d_cmd, predict_2d_cmd, eval_2d_cmd, slurm, report_cmd):
+    for cmd in (clicks_cmd, export_cmd, view_cmd, stage_cmd, pseudolabels_cmd, eval_labels_cmd, bench_cmd, convert,
+                train_3d_cmd, predict_3d_cmd, eval_3d_cmd, train_2d_cmd, predict_2d_cmd, eval_2d_cmd, slurm, report_cmd):
         main.add_command(cmd)
     for cmd in (train_3d_slurm_cmd, train_2d_slurm_cmd):
         slurm.add_command(cmd)

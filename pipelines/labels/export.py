@@ -11,6 +11,10 @@
 ``camera_id``, the true masks as eval-2d counts them) and ``OUT/results.json`` (COCO results: RLE masks with
 scores), from the ``sam`` stage's masks or a 2D run's predictions; pycocotools scores the pair as eval-2d does.
 
+``export_rerun`` writes one rerun recording, ``OUT/<dataset>.rrd``, of a frame range: points coloured by a
+stage's labels (or the ground truth), 3D boxes, every camera posed with its image, 2D boxes and masks, on a
+``frame`` timeline (``data/rerun_log.py``); needs the ``viz`` extra (rerun-sdk).
+
 Every file is written atomically; a rerun rewrites them. Frames whose labels are missing fail naming the
 stage's shard (``LabelShard``).
 """
@@ -112,3 +116,56 @@ def export_coco(data: Path | str, source: str, out: Path | str, show_progress: b
                                                          for d in dets]).encode())
     log.info("export: %d images, %d true masks, %d results -> %s", len(images), len(gts), len(dets), out)
     return coco_mask_ap(images, gts, [{k: v for k, v in d.items() if k != "bbox"} for d in dets])
+
+
+def parse_frame_range(spec: str | None, n: int) -> range:
+    """``"A:B"`` (either end optional, B exclusive) -> the frame positions; None: every frame."""
+    if not spec:
+        return range(n)
+    try:
+        a, b = (int(v) if v else None for v in spec.split(":"))
+    except ValueError:
+        raise ValueError(f"--frames {spec!r}: expected A:B, e.g. 0:20 (positions in the dataset, B excluded)") from None
+    return range(n)[slice(a, b)]
+
+
+def export_rerun(data: Path | str, stage: str, out: Path | str, frames: str | None = None,
+                 show_progress: bool = True) -> Path:
+    """Write ``OUT/<dataset>.rrd`` of the frames ``frames`` ("A:B") with stage ``stage``'s labels ("gt": the
+    ground truth); returns its path."""
+    try:
+        import rerun as rr
+    except ImportError:
+        raise ValueError("export --format rerun needs rerun-sdk: pip install 'mwsis[viz]'") from None
+    from ...data.rerun_log import log_context, log_frame
+
+    ds, out = open_dataset(data), Path(out)
+    wanted = parse_frame_range(frames, len(ds))
+    if not len(wanted):
+        raise ValueError(f"--frames {frames!r} selects no frame of the {len(ds)} in {ds.root}")
+    dest = out / f"{ds.root.name}.rrd"
+    rec = rr.RecordingStream("mwsis", recording_id=f"{ds.root.name}-{stage}")
+    with atomic_path(dest) as tmp:
+        rec.save(str(tmp))
+        log_context(rec)
+        pos = 0
+        with progress_bar(len(wanted), "frame", f"rerun {stage}", enabled=show_progress) as bar:
+            for s in range(ds.num_shards):
+                info = ds.manifest.shards[s]
+                if pos + info.frames <= wanted.start or pos >= wanted.stop:
+                    pos += info.frames
+                    continue
+                labels = None if stage == "gt" else LabelShard(ds, stage, info.name)
+                for i, frame in enumerate(ds.shard(s).iter_frames(images=True)):
+                    if pos + i in wanted:
+                        lab = None if labels is None else labels.labels(i)
+                        if lab is not None and lab.frame_id != frame.frame_id:
+                            raise ValueError(f"{labels.path}: row {i} is frame {lab.frame_id}, not {frame.frame_id}")
+                        log_frame(rec, frame, pos + i, None if lab is None else lab.semantic,
+                                  None if lab is None else lab.instance, lab)
+                        bar.update(1)
+                pos += info.frames
+        rec.flush()
+        rec.disconnect()
+    log.info("export: %d frames (%s) as rerun -> %s", len(wanted), stage, dest)
+    return dest

@@ -1,4 +1,5 @@
-"""`mwsis export`: a stage's labels as SemanticKITTI and PLY files, read back."""
+"""`mwsis export`: a stage's labels as SemanticKITTI, PLY, LAS, COCO files and a rerun recording, read back;
+`mwsis view` without a display."""
 from __future__ import annotations
 
 import shutil
@@ -133,3 +134,57 @@ def test_coco_export_scores_as_eval_2d(tiny_dataset, tmp_path):
     sam = json.loads((tmp_path / "sam" / "results.json").read_text())
     boxes = sum(len(open_dataset(root).frame(f, images=False).boxes2d) for f in open_dataset(root).frame_ids)
     assert len(sam) == boxes and all(np.isfinite(d["score"]) for d in sam)  # one mask per box prompt
+
+
+def _rrd_columns(path) -> dict:
+    """entity path -> {column: concatenated values} of every chunk of a recording (read by the rerun SDK)."""
+    import pyarrow as pa
+    from rerun.chunk import RrdReader
+
+    out: dict = {}
+    for chunk in RrdReader(path).stream():
+        batch = chunk.to_record_batch()
+        cols = out.setdefault(str(chunk.entity_path), {})
+        for field in batch.schema:
+            if not pa.types.is_temporal(field.type):  # log_time / time: nanoseconds, not needed here
+                cols.setdefault(field.name, []).extend(batch.column(field.name).to_pylist())
+    return out
+
+
+def test_rerun_recording_read_back(tiny_dataset, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, root)
+    run_stages(root, ["spg"], show_progress=False)
+    r = CliRunner().invoke(main, ["export", "--data", str(root), "--labels", "spg", "--format", "rerun", "--out",
+                                  str(tmp_path / "rr"), "--frames", "1:3", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    cols = _rrd_columns(tmp_path / "rr" / "ds.rrd")
+    ds = open_dataset(root)
+    cams = [c.name for c in ds.frame(ds.frame_ids[0]).cameras]
+    want = {"/world", "/world/lidar", "/world/boxes3d", *(f"/world/cameras/{c}{s}" for c in cams
+                                                          for s in ("", "/image", "/boxes"))}
+    assert want <= set(cols), sorted(cols)
+    lidar = cols["/world/lidar"]
+    assert lidar["frame"] == [1, 2]  # the frame timeline: positions 1 and 2 only
+    for k, pos in enumerate((1, 2)):
+        frame = ds.frame(ds.frame_ids[pos])
+        lab = read_frame_labels(ds, "spg", frame.frame_id)
+        np.testing.assert_allclose(np.array(lidar["Points3D:positions"][k]), frame.points.xyz, atol=1e-6)
+        want_cls = np.where(lab.semantic == IGNORE, 255, lab.semantic.astype(np.int64))
+        np.testing.assert_array_equal(np.array(lidar["Points3D:class_ids"][k]), want_cls)
+        np.testing.assert_array_equal(np.array(lidar["Points3D:keypoint_ids"][k]), lab.instance)
+        image = cols[f"/world/cameras/{cams[0]}/image"]["EncodedImage:blob"][k]
+        assert np.asarray(image, np.uint8).ravel().tobytes() == frame.camera(frame.cameras[0].camera_id).image_bytes
+    r = CliRunner().invoke(main, ["export", "--data", str(root), "--labels", "gt", "--format", "rerun", "--out",
+                                  str(tmp_path / "rr2"), "--frames", "7:9", "--no-progress"])
+    assert r.exit_code == 1 and "selects no frame" in r.output
+
+
+def test_view_without_display_saves_the_recording(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    r = CliRunner().invoke(main, ["view", str(tiny_dataset), "--frames", "0:1", "--save", str(tmp_path / "v"),
+                                  "--no-progress"])
+    saved = tmp_path / "v" / f"{Path(tiny_dataset).name}.rrd"
+    assert r.exit_code == 0 and "no display" in r.output and saved.exists()
+    assert "/world/lidar" in _rrd_columns(saved)
