@@ -17,7 +17,8 @@ RENDERERS = {"experiment-3d": "experiment_3d.py", "experiment-2d": "experiment_2
              "experiment-twist": "experiment_3d.py"}  # TWIST's rows (issue 14), the 3D experiment's table
 PROBES = {"regime-2d": "probe_2d.py",  # one-seed probes that chose (or failed to choose) a regime
           "twist-labels": "twist_labels.py",  # label-side ablations outside the experiment rows
-          "clicks-labels": "clicks_labels.py"}
+          "clicks-labels": "clicks_labels.py",
+          "kitti-presets": "kitti_presets.py"}  # issue 18: the kitti preset against the Waymo defaults
 
 
 def renderer(script: str):

@@ -43,6 +43,16 @@ def log_context(rec) -> None:
     rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)  # vehicle frame: x forward, y left, z up
 
 
+def blueprint(camera_names: list[str]):
+    """The viewer's default layout: the 3D scene large on top, the cameras in a row below, panels collapsed."""
+    import rerun.blueprint as rrb
+
+    cams = [rrb.Spatial2DView(origin=f"world/cameras/{n}", name=n) for n in camera_names]
+    top = rrb.Spatial3DView(origin="world", name="LiDAR and cameras")
+    layout = rrb.Vertical(top, rrb.Horizontal(*cams), row_shares=[3, 1]) if cams else top
+    return rrb.Blueprint(layout, collapse_panels=True)
+
+
 def _camera_masks(labels, camera_id: int, width: int, height: int, box_classes: np.ndarray) -> np.ndarray | None:
     """(H, W) uint16 image of class ids (0 = no mask) from the labels' 2D masks of one camera (None without)."""
     m = getattr(labels, "masks2d", None)

@@ -215,8 +215,13 @@ def export_cmd(data, stage, fmt, out, frame_range, no_progress):
 @click.option("--save", "save_dir", type=click.Path(file_okay=False), default=None,
               help="Keep the recording in this directory (default: a temporary one when a viewer opens it, "
                    "DATA/../rerun otherwise).")
+@click.option("--screenshot", type=click.Path(dir_okay=False), default=None,
+              help="Instead of opening a window: render the viewer headless (software Vulkan is enough: Mesa's "
+                   "lavapipe) and save a PNG of it. On a busy machine the viewer may shoot before the data has "
+                   "loaded: run it again.")
+@click.option("--window-size", default="1600x900", show_default=True, help="--screenshot: the viewer's size.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def view_cmd(data, stage, frame_range, save_dir, no_progress):
+def view_cmd(data, stage, frame_range, save_dir, screenshot, window_size, no_progress):
     """Open a dataset and its labels in the rerun viewer; without a display, save the recording and say where.
 
     Writes the same recording as `mwsis export --format rerun`, then starts the viewer (the `rerun` program of
@@ -225,19 +230,44 @@ def view_cmd(data, stage, frame_range, save_dir, no_progress):
     import os
     import shutil
     import subprocess
+    import sys
     import tempfile
     from pathlib import Path
 
     from ..labels.export import export_rerun
 
     display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    viewer = shutil.which("rerun")
-    where = save_dir or (tempfile.mkdtemp(prefix="mwsis-view-") if display and viewer else
+    viewer = shutil.which("rerun") or shutil.which("rerun", path=str(Path(sys.executable).parent))
+    where = save_dir or (tempfile.mkdtemp(prefix="mwsis-view-") if (display or screenshot) and viewer else
                          str(Path(data).resolve().parent / "rerun"))
     try:
         path = export_rerun(data, stage, where, frame_range, show_progress=not no_progress)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
+    if screenshot:
+        if not viewer:
+            raise click.ClickException("no `rerun` program found: pip install 'mwsis[viz]'")
+        png = Path(screenshot).resolve()
+        png.parent.mkdir(parents=True, exist_ok=True)
+        # --new: never hand the file to a viewer that already runs (it would take the screenshot, or not)
+        cmd = [viewer, str(path), "--new", "--headless", "--renderer", "vulkan", "--screenshot-to", str(png),
+               "--window-size", window_size]
+        env = {**os.environ, "RERUN_ANALYTICS": "0"}
+        try:  # its own session, so that a timeout can stop the viewer's whole process group
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    start_new_session=True)
+            out, _ = proc.communicate(timeout=1800)
+            run = subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            raise click.ClickException(f"the headless viewer took more than 30 min on {path} (a software renderer "
+                                       "on a busy CPU: try fewer --frames or a smaller --window-size)") from None
+        if run.returncode != 0 or not png.exists():
+            tail = "\n".join((run.stderr or run.stdout).strip().splitlines()[-5:])
+            raise click.ClickException(f"the headless viewer failed (exit {run.returncode}); it needs a Vulkan driver, "
+                                       f"e.g. `apt-get install mesa-vulkan-drivers` (software):\n{tail}")
+        click.echo(f"{png}: screenshot of {path} in the rerun viewer")
+        return
     if display and viewer:
         click.echo(f"opening {path} in the rerun viewer")
         subprocess.Popen([viewer, str(path)])

@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 from ...data.exports import SEMANTICKITTI_NAMES, las_file, ply_bytes, semantickitti_arrays
+from ...data.frame import CAMERA_NAMES
 from ...data.label_store import LabelShard
 from ...data.store import atomic_path, open_dataset, write_bytes_atomic
 from ..progress import progress_bar
@@ -137,7 +138,7 @@ def export_rerun(data: Path | str, stage: str, out: Path | str, frames: str | No
         import rerun as rr
     except ImportError:
         raise ValueError("export --format rerun needs rerun-sdk: pip install 'mwsis[viz]'") from None
-    from ...data.rerun_log import log_context, log_frame
+    from ...data.rerun_log import blueprint, log_context, log_frame
 
     ds, out = open_dataset(data), Path(out)
     wanted = parse_frame_range(frames, len(ds))
@@ -145,8 +146,10 @@ def export_rerun(data: Path | str, stage: str, out: Path | str, frames: str | No
         raise ValueError(f"--frames {frames!r} selects no frame of the {len(ds)} in {ds.root}")
     dest = out / f"{ds.root.name}.rrd"
     rec = rr.RecordingStream("mwsis", recording_id=f"{ds.root.name}-{stage}")
+    cameras = [CAMERA_NAMES.get(int(c["camera_id"]), f"CAM{c['camera_id']}")  # as Camera.name spells them
+               for c in ds.manifest.sensors.get("cameras", [])]
     with atomic_path(dest) as tmp:
-        rec.save(str(tmp))
+        rec.save(str(tmp), default_blueprint=blueprint(cameras))
         log_context(rec)
         pos = 0
         with progress_bar(len(wanted), "frame", f"rerun {stage}", enabled=show_progress) as bar:

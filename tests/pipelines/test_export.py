@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -188,3 +189,21 @@ def test_view_without_display_saves_the_recording(tiny_dataset, tmp_path, monkey
     saved = tmp_path / "v" / f"{Path(tiny_dataset).name}.rrd"
     assert r.exit_code == 0 and "no display" in r.output and saved.exists()
     assert "/world/lidar" in _rrd_columns(saved)
+
+
+def test_view_screenshot_renders_the_viewer_headless(tiny_dataset, tmp_path):
+    import os
+
+    if not Path("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json").exists():
+        if os.environ.get("MWSIS_REQUIRE_VULKAN") == "1":
+            pytest.fail("MWSIS_REQUIRE_VULKAN=1 but Mesa's lavapipe is not installed (mesa-vulkan-drivers)")
+        pytest.skip("no software Vulkan (apt-get install mesa-vulkan-drivers; MWSIS_REQUIRE_VULKAN=1 makes this fail)")
+    png = tmp_path / "shot.png"
+    r = CliRunner().invoke(main, ["view", str(tiny_dataset), "--frames", "0:1", "--screenshot", str(png),
+                                  "--window-size", "800x450", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    from PIL import Image
+
+    with Image.open(png) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    assert rgb.shape[0] >= 450 and rgb.shape[1] >= 800 and rgb.std() > 10  # a drawn viewer, not a blank frame
