@@ -243,6 +243,8 @@ def parse_frames(text: str, path: str) -> list[FrameEntry]:
         if not isinstance(cams, dict) or not all(isinstance(v, str) for v in cams.values()):
             raise FolderFormatError(where, "cameras", "expected {camera name: image path}", fid)
         gt = d.get("gt") or {}
+        if not isinstance(gt, dict) or not all(isinstance(gt.get(k, ""), str) for k in ("semantic", "instance")):
+            raise FolderFormatError(where, "gt", "expected {\"semantic\": path, \"instance\": path}", fid)
         out.append(FrameEntry(fid, int(ts), _need(d, "lidar", where, "", str, fid), _need(d, "calib", where, "", str,
                               fid), dict(cams), gt.get("semantic"), gt.get("instance"), line_no))
         if out[-1].frame_id in {e.frame_id for e in out[:-1]}:

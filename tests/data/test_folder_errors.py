@@ -109,6 +109,7 @@ def test_missing_calibration_file(src):
     (lambda e: e.update(cameras=["FRONT"]), "cameras", "expected {camera name: image path}"),
     (lambda e: e["cameras"].update(REAR="cameras/FRONT/x.png"), "cameras.REAR", "not in calibration"),
     (lambda e: e.update(gt={"semantic": e["gt"]["semantic"]}), "gt", "give both semantic and instance"),
+    (lambda e: e.update(gt=["gt/semantic/x.npy"]), "gt", "expected {"),
 ])
 def test_index_fields(src, edit, field, problem):
     path = _edit_index(src, edit)

@@ -239,3 +239,24 @@ def test_cli_synth_and_convert_nuscenes(tmp_path):
     assert r.exit_code == 1 and "needs a 32-beam sensor" in r.output
     r = CliRunner().invoke(main, ["convert", "nuscenes", "--help"])
     assert r.exit_code == 0 and "--min-visibility" in r.output and "devkit" in r.output
+
+
+def test_panoptic_labels_give_the_same_ground_truth(export, converted, tmp_path):
+    """Without lidarseg, the panoptic add-on's index * 1000 + instance labels give the same per-point truth."""
+    src = tmp_path / "raw"
+    shutil.copytree(export[0], src)
+    records = []
+    for rec in json.loads((src / VERSION / "lidarseg.json").read_text()):
+        seg = np.frombuffer((src / rec["filename"]).read_bytes(), np.uint8).astype(np.uint16)
+        rel = f"panoptic/{VERSION}/{rec['sample_data_token']}_panoptic.npz"
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(src / rel, data=seg * 1000 + (seg < 24) * 7)  # things get an instance number
+        records.append({**rec, "filename": rel})
+    (src / VERSION / "lidarseg.json").unlink()
+    (src / VERSION / "panoptic.json").write_text(json.dumps(records))
+    res = convert_nuscenes(src, tmp_path / "ds", VERSION, min_visibility=2, show_progress=False)
+    assert not res.failed and read_manifest(tmp_path / "ds").source["panoptic"] is True
+    a, b = open_dataset(tmp_path / "ds"), open_dataset(converted)
+    for fid in a.frame_ids:
+        np.testing.assert_array_equal(a.frame(fid).gt.point_semantic, b.frame(fid).gt.point_semantic)
+        np.testing.assert_array_equal(a.frame(fid).gt.point_instance, b.frame(fid).gt.point_instance)
