@@ -18,7 +18,8 @@ RENDERERS = {"experiment-3d": "experiment_3d.py", "experiment-2d": "experiment_2
 PROBES = {"regime-2d": "probe_2d.py",  # one-seed probes that chose (or failed to choose) a regime
           "twist-labels": "twist_labels.py",  # label-side ablations outside the experiment rows
           "clicks-labels": "clicks_labels.py",
-          "kitti-presets": "kitti_presets.py"}  # issue 18: the kitti preset against the Waymo defaults
+          "kitti-presets": "kitti_presets.py",  # issue 18: the kitti preset against the Waymo defaults
+          "nuscenes-preset": "nuscenes_preset.py"}  # issue 18: SPG's window and radii on a 32-beam sensor
 
 
 def renderer(script: str):

@@ -33,7 +33,7 @@ from .config_types import ConfigValueError, check_field
 
 #: Presets shipped with the package (``configs/<name>.yaml`` next to this package's modules).
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
-PRESETS = ("waymo", "kitti", "synthetic-tiny", "cpu-bench")
+PRESETS = ("waymo", "kitti", "nuscenes", "synthetic-tiny", "cpu-bench")
 
 #: section -> (module, dataclass) of the commands that read it; imported lazily (trainers import torch)
 SECTIONS = {
