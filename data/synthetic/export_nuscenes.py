@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..frame import BACKGROUND, TOP_LIDAR, Frame
+from ..frame import BACKGROUND, TOP_LIDAR
 from ..kitti.geometry import PIXEL_SHIFT, WAYMO_FROM_OPENCV
 from ..nuscenes.geometry import matrix_to_quat
 from ..nuscenes.tables import CAMERAS, LIDAR
