@@ -9,6 +9,7 @@ files into plain values, every problem named by file, frame and field. Pure: tex
     ROOT/logs/<log_id>/lidar/...       one point file per frame: .npy, .bin, .pcd, .las or .laz
     ROOT/logs/<log_id>/cameras/<CAM>/  one image per frame and camera (PNG or JPEG)
     ROOT/logs/<log_id>/boxes2d/<CAM>.json   COCO detection file of that camera (optional)
+    ROOT/logs/<log_id>/clicks/<CAM>.json    COCO keypoints, one click per object (optional)
     ROOT/logs/<log_id>/gt/...          optional per-point ground truth (.npy, mwsis ids)
 
 Conventions (stated once, here and in docs/data.md): metres, radians, microseconds; the vehicle frame is
@@ -264,9 +265,9 @@ class CocoBox:
     object_id: int
 
 
-def parse_coco_boxes(doc, path: str, classes: dict[str, int | None]) -> dict[str, list[CocoBox]]:
-    """A camera's COCO detection file -> {frame id: boxes}; ``classes`` maps category names (``ignore``:
-    None, dropped). Boxes ``[x, y, w, h]``; the object id is ``track_id`` when given, else the annotation id."""
+def _coco_annotations(doc, path: str, classes: dict[str, int | None]):
+    """(field prefix, frame id, class or None, object id, annotation) of every annotation of a per-camera COCO
+    file, checked: its image, its category (mapped by ``classes``) and its object id (``track_id``, else ``id``)."""
     if not isinstance(doc, dict):
         raise FolderFormatError(path, "", "expected a JSON object with images, categories, annotations")
     images, cats = {}, {}
@@ -278,7 +279,6 @@ def parse_coco_boxes(doc, path: str, classes: dict[str, int | None]) -> dict[str
             raise FolderFormatError(path, f"categories[{k}].name", f"{name!r} is neither a class "
                                     f"({', '.join(CLASS_NAMES)}) nor mapped in dataset.yaml's classes")
         cats[_need(c, "id", path, f"categories[{k}].")] = classes[name]
-    out: dict[str, list[CocoBox]] = {}
     for k, a in enumerate(doc.get("annotations", [])):
         key = f"annotations[{k}]."
         image = _need(a, "image_id", path, key)
@@ -287,18 +287,39 @@ def parse_coco_boxes(doc, path: str, classes: dict[str, int | None]) -> dict[str
         cat = _need(a, "category_id", path, key)
         if cat not in cats:
             raise FolderFormatError(path, f"{key}category_id", f"{cat!r} is not in categories", images[image])
-        bbox = _need(a, "bbox", path, key, list, images[image])
-        if len(bbox) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox) \
-                or bbox[2] <= 0 or bbox[3] <= 0:
-            raise FolderFormatError(path, f"{key}bbox", f"{bbox!r}: [x, y, w, h] with w, h > 0", images[image])
         oid = a.get("track_id", a.get("id"))
         if not isinstance(oid, int) or isinstance(oid, bool) or oid < 1:
             raise FolderFormatError(path, f"{key}track_id", f"{oid!r}: a positive integer object id "
                                     "(track_id, else id)", images[image])
-        if cats[cat] is None:
-            continue
-        x, y, w, h = (float(v) for v in bbox)
-        out.setdefault(images[image], []).append(CocoBox(int(cats[cat]), (x, y, x + w, y + h), int(oid)))
+        yield key, images[image], cats[cat], int(oid), a
+
+
+def parse_coco_boxes(doc, path: str, classes: dict[str, int | None]) -> dict[str, list[CocoBox]]:
+    """A camera's COCO detection file -> {frame id: boxes}; ``classes`` maps category names (``ignore``:
+    None, dropped). Boxes ``[x, y, w, h]``; the object id is ``track_id`` when given, else the annotation id."""
+    out: dict[str, list[CocoBox]] = {}
+    for key, fid, cls, oid, a in _coco_annotations(doc, path, classes):
+        bbox = _need(a, "bbox", path, key, list, fid)
+        if len(bbox) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox) \
+                or bbox[2] <= 0 or bbox[3] <= 0:
+            raise FolderFormatError(path, f"{key}bbox", f"{bbox!r}: [x, y, w, h] with w, h > 0", fid)
+        if cls is not None:
+            x, y, w, h = (float(v) for v in bbox)
+            out.setdefault(fid, []).append(CocoBox(cls, (x, y, x + w, y + h), oid))
+    return out
+
+
+def parse_coco_clicks(doc, path: str, classes: dict[str, int | None]) -> dict[str, list[tuple[int, float, float, int]]]:
+    """A camera's COCO keypoints file of clicks -> {frame id: [(class, u, v, object id)]}: the first visible
+    keypoint ``[u, v, visibility]`` of each annotation, in image pixels (pixel ``i`` spans ``[i, i+1)``)."""
+    out: dict[str, list[tuple[int, float, float, int]]] = {}
+    for key, fid, cls, oid, a in _coco_annotations(doc, path, classes):
+        kp = _need(a, "keypoints", path, key, list, fid)
+        if not kp or len(kp) % 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in kp):
+            raise FolderFormatError(path, f"{key}keypoints", f"{kp!r}: [u, v, visibility, ...] numbers", fid)
+        visible = [(float(kp[i]), float(kp[i + 1])) for i in range(0, len(kp), 3) if kp[i + 2] > 0]
+        if cls is not None and visible:
+            out.setdefault(fid, []).append((cls, *visible[0], oid))
     return out
 
 

@@ -9,7 +9,7 @@ from typing import Iterator
 from ..frame import Frame
 from .build import read_file, read_folder_frame
 from .layout import Calib, CocoBox, DatasetSpec, FolderFormatError, FrameEntry, parse_calib, parse_coco_boxes, \
-    parse_dataset, parse_frames
+    parse_coco_clicks, parse_dataset, parse_frames
 
 
 def _yaml(path: Path):
@@ -54,16 +54,23 @@ class FolderSource:
     def calib(self, calib_id: str) -> Calib:
         return self._calib(calib_id)
 
-    def boxes(self, log: str) -> dict[str, dict[str, list[CocoBox]]]:
-        """camera name -> {frame id: boxes} from ``logs/<log>/boxes2d/<camera>.json``."""
+    def _per_camera(self, log: str, folder: str, parse) -> dict:
         out = {}
-        for path in sorted((self.root / "logs" / log / "boxes2d").glob("*.json")):
+        for path in sorted((self.root / "logs" / log / folder).glob("*.json")):
             try:
                 doc = json.loads(read_file(path).decode("utf-8"))
             except (ValueError, UnicodeDecodeError) as e:
                 raise FolderFormatError(str(path), "", f"not a readable JSON file ({e})") from None
-            out[path.stem] = parse_coco_boxes(doc, str(path), self.spec.classes)
+            out[path.stem] = parse(doc, str(path), self.spec.classes)
         return out
+
+    def boxes(self, log: str) -> dict[str, dict[str, list[CocoBox]]]:
+        """camera name -> {frame id: boxes} from ``logs/<log>/boxes2d/<camera>.json``."""
+        return self._per_camera(log, "boxes2d", parse_coco_boxes)
+
+    def clicks(self, log: str) -> dict[str, dict[str, list[tuple[int, float, float, int]]]]:
+        """camera name -> {frame id: [(class, u, v, object id)]} from ``logs/<log>/clicks/<camera>.json``."""
+        return self._per_camera(log, "clicks", parse_coco_clicks)
 
     def frames(self, log: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[Frame, list[str]]]:
         """(frame, notes) for entries ``start:stop`` of a log; frame ``index`` is the position in the log."""

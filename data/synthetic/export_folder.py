@@ -7,7 +7,7 @@ rows must come from the inclinations (``inclinations=True``) or, with ``scan_ord
 (first returns only, ring after ring from the top beam, each counter-clockwise from azimuth 0, as KITTI).
 Cameras are written in OpenCV axes with pixel centres at integers (the convention most fleets use), boxes as
 COCO ``[x, y, w, h]`` with KITTI-like category names mapped in ``dataset.yaml``, and the renderer's exact
-per-point labels as ground truth.
+per-point labels as ground truth; ``clicks=True`` adds one box-centre click per box as COCO keypoints.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..clicks import box_centre_clicks
 from ..frame import CAMERA_NAMES, CLASS_NAMES, TOP_LIDAR, Frame
 from ..kitti.geometry import PIXEL_SHIFT, WAYMO_FROM_OPENCV
 from .export_kitti import scan_order
@@ -113,15 +114,15 @@ def _coco(images: list[dict], annotations: list[dict]) -> dict:
 
 
 def export_folder(frames, out_dir: Path | str, point_format: str = "npy", ring: bool = True,
-                  inclinations: bool = False, scan_order_only: bool = False,
-                  points_frame: str = "lidar") -> list[FolderExport]:
+                  inclinations: bool = False, scan_order_only: bool = False, points_frame: str = "lidar",
+                  clicks: bool = False) -> list[FolderExport]:
     """Write ``frames`` (any order of sequences) under ``out_dir``; see the module docstring."""
     if point_format not in POINT_FORMATS:
         raise ValueError(f"point format {point_format!r}: one of {', '.join(POINT_FORMATS)}")
     if scan_order_only and ring:
         raise ValueError("scan_order_only writes no ring column: pass ring=False")
     out = Path(out_dir)
-    records, index, coco, first = [], {}, {}, None
+    records, index, coco, click_docs, first = [], {}, {}, {}, None
     for frame in frames:
         log = frame.sequence
         ldir = out / "logs" / log
@@ -155,6 +156,14 @@ def export_folder(frames, out_dir: Path | str, point_format: str = "npy", ring: 
             images.append({"id": len(images) + 1, "file_name": rel, "frame_id": frame.frame_id,
                            "width": c.width, "height": c.height, "timestamp_us": frame.timestamp_us})
             b = frame.boxes2d.of_camera(c.camera_id)
+            if clicks:  # one box-centre click per box, as COCO keypoints
+                ck = box_centre_clicks(b)
+                cimages, canns = click_docs.setdefault((log, name), ([], []))
+                cimages.append({"id": len(cimages) + 1, "file_name": rel, "frame_id": frame.frame_id,
+                                "width": c.width, "height": c.height})
+                canns += [{"id": len(canns) + 1, "image_id": len(cimages), "category_id": int(ck.class_id[k]) + 1,
+                           "keypoints": [float(ck.uv[k, 0]), float(ck.uv[k, 1]), 2], "track_id": int(ck.object_id[k])}
+                          for k in range(len(ck))]
             for k in range(len(b)):
                 x1, y1, x2, y2 = (float(v) for v in b.xyxy[k])
                 anns.append({"id": len(anns) + 1, "image_id": len(images), "category_id": int(b.class_id[k]) + 1,
@@ -177,6 +186,9 @@ def export_folder(frames, out_dir: Path | str, point_format: str = "npy", ring: 
         (out / "logs" / log / "frames.jsonl").write_text("\n".join(lines) + "\n")
     for (log, name), (images, anns) in coco.items():
         (out / "logs" / log / "boxes2d" / f"{name}.json").write_text(json.dumps(_coco(images, anns)))
+    for (log, name), (images, anns) in click_docs.items():
+        (out / "logs" / log / "clicks").mkdir(parents=True, exist_ok=True)
+        (out / "logs" / log / "clicks" / f"{name}.json").write_text(json.dumps(_coco(images, anns)))
     lid = first.lidar(TOP_LIDAR)
     (out / "dataset.yaml").write_text(yaml.safe_dump(dataset_yaml(point_format, ring, lid.height, lid.width,
                                                                   points_frame), sort_keys=False))

@@ -21,6 +21,7 @@ from .report import echo_result
 log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES_PER_SHARD = 100
+CLICK_SET = "folder"  # the click set the logs' click files become
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -66,7 +67,8 @@ def convert_unit(unit: str, src: str, plan: dict):
 
 def convert_folder(src: Path | str, out: Path | str, workers: int = 1,
                    frames_per_shard: int = DEFAULT_FRAMES_PER_SHARD, show_progress: bool = True):
-    """Convert every log of ``src`` into the dataset ``out``; returns ``shards.WriteResult``. Reruns resume."""
+    """Convert every log of ``src`` into the dataset ``out``; returns ``shards.WriteResult``. Reruns resume.
+    When every shard is written, the logs' click files become the click set ``folder`` (:func:`import_clicks`)."""
     from ..labels.shards import write_shards
 
     if frames_per_shard < 1:
@@ -75,8 +77,59 @@ def convert_folder(src: Path | str, out: Path | str, workers: int = 1,
     plan, frames = plan_units(src, frames_per_shard)
     source = {"kind": "folder", "src": str(src), "frames": frames, "frames_per_shard": int(frames_per_shard)}
     fn = partial(convert_unit, src=str(src), plan=plan)
-    return write_shards(out, [(u, stop - start) for u, (_, start, stop) in plan.items()], fn, source, workers,
-                        show_progress, desc="folder")
+    res = write_shards(out, [(u, stop - start) for u, (_, start, stop) in plan.items()], fn, source, workers,
+                       show_progress, desc="folder")
+    if not res.failed:
+        import_clicks(src, out)
+    return res
+
+
+def import_clicks(src: Path | str, out: Path | str) -> int:
+    """Write the click set ``folder`` of dataset ``out`` from ``SRC/logs/<log>/clicks/<camera>.json`` (COCO
+    keypoints, one click per annotation; WISE's point supervision). Every click is checked against its frame's
+    camera before anything is written; errors name the file, the frame and the field. Returns the number of
+    clicks (0 and nothing written when no log has click files)."""
+    import numpy as np
+
+    from ... import __version__
+    from ...data.click_store import check_clicks, write_click_shard
+    from ...data.folder import FolderFormatError, FolderSource
+    from ...data.frame import NUM_CLASSES, Clicks2D
+    from ...data.store import open_dataset
+
+    source, rows = FolderSource(src), {}
+    for log_name in source.logs():
+        files = source.clicks(log_name)
+        entries = {e.frame_id: e for e in source.entries(log_name)} if files else {}
+        for cam_name, per_frame in files.items():
+            path = str(Path(src) / "logs" / log_name / "clicks" / f"{cam_name}.json")
+            for fid, clicks in per_frame.items():
+                entry = entries.get(fid)
+                if entry is None:
+                    raise FolderFormatError(path, "images.frame_id", f"{fid!r} is not in frames.jsonl")
+                cam = source.calib(entry.calib).cameras.get(cam_name)
+                if cam is None or cam_name not in entry.cameras:
+                    raise FolderFormatError(path, "", f"clicks on camera {cam_name!r}, of which the frame has no "
+                                            "image", fid)
+                c = Clicks2D(np.full(len(clicks), cam.camera_id, np.int8), np.array([r[0] for r in clicks], np.int8),
+                             np.array([r[1:3] for r in clicks], np.float32).reshape(-1, 2),
+                             np.array([r[3] for r in clicks], np.int64))
+                problem = check_clicks(c, {cam.camera_id: (cam.width, cam.height)}, NUM_CLASSES)
+                if problem:
+                    raise FolderFormatError(path, "annotations.keypoints", problem, fid)
+                rows.setdefault(fid, []).append(c)
+    if not rows:
+        return 0
+    ds = open_dataset(out)
+    for info in ds.manifest.shards:
+        merged = ((f, Clicks2D(*(np.concatenate([getattr(c, k) for c in rows[f]]) for k in
+                                 ("camera_id", "class_id", "uv", "object_id"))) if f in rows else Clicks2D.empty())
+                  for f in info.frame_ids)
+        write_click_shard(ds.root, CLICK_SET, info.name, merged,
+                          {"imported_from": str(src), "version": __version__, "frames": info.sha256})
+    n = sum(len(c) for cs in rows.values() for c in cs)
+    log.info("convert folder: %d clicks -> click set %s", n, CLICK_SET)
+    return n
 
 
 @click.command("folder")
@@ -101,6 +154,13 @@ def folder_cmd(src, out, workers, frames_per_shard, no_progress):
     except (FileNotFoundError, ValueError, FolderFormatError) as e:
         raise click.ClickException(str(e)) from e
     echo_result(out, res)
+    from ...data.click_store import click_sources
+
+    if CLICK_SET in click_sources(out):
+        from ..labels.clicks import count_clicks
+
+        click.echo(f"{out}: {count_clicks(out, CLICK_SET)} clicks in click set '{CLICK_SET}' (for `mwsis train-2d "
+                   f"--clicks {CLICK_SET}` and the clicks3d stage's clicks3d.source={CLICK_SET})")
 
 
 def synth_export_folder(out: Path | str, preset: str = "tiny", frames: int = 8, seed: int = 0,

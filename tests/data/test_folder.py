@@ -167,3 +167,30 @@ def test_duplicate_frame_ids_across_logs_are_refused(native, tmp_path):
     shutil.copytree(src / "logs" / records[0].log, src / "logs" / "copy")
     with pytest.raises(ValueError, match=r"frame_id: also in log .*frame ids must be unique"):
         convert_folder(src, tmp_path / "ds", show_progress=False)
+
+
+def test_clicks_become_the_folder_click_set(native, tmp_path):
+    from mwsis.data.click_store import read_frame_clicks
+    from mwsis.data.clicks import box_centre_clicks
+    from mwsis.data.folder import FolderFormatError
+
+    src = tmp_path / "src"
+    export_folder(native, src, "npy", clicks=True)
+    convert_folder(src, tmp_path / "ds", show_progress=False)
+    ds = open_dataset(tmp_path / "ds")
+    total = 0
+    for nat in native:
+        got, want = read_frame_clicks(ds, "folder", nat.frame_id), box_centre_clicks(nat.boxes2d)
+        order = lambda c: np.lexsort((c.object_id, c.camera_id))  # noqa: E731
+        g, w = order(got), order(want)
+        for field in ("camera_id", "class_id", "object_id"):
+            np.testing.assert_array_equal(getattr(got, field)[g], getattr(want, field)[w])
+        np.testing.assert_allclose(got.uv[g], want.uv[w], atol=1e-4)
+        total += len(got)
+    assert total > 10
+    path = next((src / "logs").glob("*/clicks/FRONT.json"))
+    doc = json.loads(path.read_text())
+    doc["annotations"][0]["keypoints"] = [9999.0, 1.0, 2]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(FolderFormatError, match=rf"{path}: frame .*: annotations.keypoints: click 0: .*outside"):
+        convert_folder(src, tmp_path / "ds2", show_progress=False)
