@@ -49,13 +49,23 @@ def _elevation(xyz: np.ndarray) -> np.ndarray:
     return np.arctan2(xyz[:, 2], np.hypot(xyz[:, 0], xyz[:, 1]))
 
 
-def _row_medians(row: np.ndarray, elev: np.ndarray, far: np.ndarray, m: int) -> np.ndarray:
-    """Median elevation per row (far points where the row has any), interpolated over empty rows."""
+def group_medians(group: np.ndarray, elev: np.ndarray, far: np.ndarray, m: int) -> np.ndarray:
+    """(m,) median elevation of each group id 0..m-1 (of its far points when it has any; NaN when empty).
+    One sort instead of a full-array mask per group."""
     med = np.full(m, np.nan)
-    for r in np.unique(row):
-        sel = row == r
-        e = elev[sel & far] if (sel & far).any() else elev[sel]
-        med[r] = np.median(e)
+    # far points first within each group, so a group's far points are one leading run of its slice
+    order = np.lexsort((~far, group))
+    g, e, f = group[order], elev[order], far[order]
+    bounds = np.flatnonzero(np.diff(g)) + 1
+    for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(g)]])):
+        n_far = int(f[a:b].sum())
+        med[g[a]] = np.median(e[a:a + n_far] if n_far else e[a:b])
+    return med
+
+
+def _row_medians(row: np.ndarray, elev: np.ndarray, far: np.ndarray, m: int) -> np.ndarray:
+    """Median elevation per row (``group_medians``), extrapolated over empty rows."""
+    med = group_medians(row, elev, far, m)
     have = np.flatnonzero(np.isfinite(med))
     if len(have) == 0:
         return np.zeros(m)

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from ..folder.rows import FAR, RowRecoveryError, recover_rows
+from ..folder.rows import FAR, RowRecoveryError, group_medians, recover_rows
 from ..frame import BACKGROUND, IGNORE, TOP_LIDAR, Boxes2D, Boxes3D, Camera, Frame, GroundTruth, Lidar, Points, \
     project_to_cameras
 from ..kitti.build import points_in_boxes
@@ -93,9 +93,9 @@ def rows_by_elevation(ring: np.ndarray, direction: np.ndarray) -> np.ndarray:
     nominal beams (``rings.anchor_rows``; all 32 present is the identity on the order)."""
     elev = np.arctan2(direction[:, 2], np.hypot(direction[:, 0], direction[:, 1]))
     far = np.linalg.norm(direction, axis=1) > FAR
-    ids = np.unique(ring)
-    med = np.array([np.median(elev[(ring == r) & far]) if ((ring == r) & far).any() else np.median(elev[ring == r])
-                    for r in ids])
+    all_med = group_medians(ring, elev, far, BEAMS)
+    ids = np.flatnonzero(np.isfinite(all_med))
+    med = all_med[ids]
     order = np.argsort(-med, kind="stable")
     lut = np.zeros(BEAMS, np.int64)
     lut[ids[order]] = anchor_rows(med[order], HDL32_INCLINATIONS)
@@ -111,7 +111,8 @@ def _camera(tables: Tables, sd_tok: str, E_lidar: np.ndarray) -> tuple[Camera, n
     if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise NuScenesFormatError(where, "expected a 3x3 intrinsic matrix with positive focal lengths",
                                   sd["calibrated_sensor_token"], "camera_intrinsic")
-    E_cam = pose(**{k: tables.get("ego_pose", sd["ego_pose_token"])[k] for k in ("translation", "rotation")})
+    ego = tables.get("ego_pose", sd["ego_pose_token"], field_="ego_pose_token")
+    E_cam = pose(ego["translation"], ego["rotation"])
     C_cam = pose(cs["translation"], cs["rotation"])
     vehicle_from_cam = np.linalg.inv(E_lidar) @ E_cam @ C_cam
     vehicle_from_cam[:3, :3] = vehicle_from_cam[:3, :3] @ WAYMO_FROM_OPENCV.T
@@ -209,7 +210,6 @@ def nuscenes_frame(tables: Tables, sample_token: str, index: int, columns: int,
                     elongation=np.zeros(n, np.float32), range=np.linalg.norm(direction, axis=1).astype(np.float32),
                     return_index=np.zeros(n, np.int8), laser_id=np.full(n, TOP_LIDAR, np.int8), row=rows.row,
                     col=rows.col, nlz=np.zeros(n, bool), cam_id=cam_id, cam_uv=cam_uv)
-    instance_ids = {tok: k + 1 for k, tok in enumerate(tables.by_token["instance"])}
     lidar_from_global = np.linalg.inv(E_lidar)
     b2 = {"camera_id": [], "class_id": [], "xyxy": [], "object_id": []}
     b3 = {"object_id": [], "class_id": [], "center": [], "size": [], "heading": []}
@@ -218,7 +218,7 @@ def nuscenes_frame(tables: Tables, sample_token: str, index: int, columns: int,
         cls = annotation_class(tables.category_name(ann), tables.attribute_names(ann))
         if cls is None:
             continue
-        oid = instance_ids[ann["instance_token"]]
+        oid = tables.object_id[ann["instance_token"]]
         R = quat_to_matrix(ann["rotation"])
         corners = box_corners(ann["translation"], ann["size"], R)
         boxed = geo if _visibility(ann, tables) >= min_visibility else {}  # 2D boxes only for visible enough ones

@@ -60,6 +60,7 @@ class Tables:
     channel_of: dict[str, str] = field(default_factory=dict)  # calibrated_sensor -> channel
     lidarseg: dict[str, str] = field(default_factory=dict)  # lidar sample_data -> lidarseg file (relative)
     panoptic: dict[str, str] = field(default_factory=dict)  # lidar sample_data -> panoptic file (relative)
+    object_id: dict[str, int] = field(default_factory=dict)  # instance -> its position in instance.json + 1
 
     def get(self, table: str, token: str, path_hint: str = "", field_: str = "") -> dict:
         rec = self.by_token[table].get(token)
@@ -130,6 +131,7 @@ def load_tables(root: Path | str, version: str) -> Tables:
             tables.keyframe_data.setdefault(sd["sample_token"], {})[channel] = sd_tok
     for a_tok, ann in by_token["sample_annotation"].items():
         tables.annotations.setdefault(ann["sample_token"], []).append(a_tok)
+    tables.object_id = {tok: k + 1 for k, tok in enumerate(by_token["instance"])}  # stable across reruns
     for t, target in (("lidarseg", tables.lidarseg), ("panoptic", tables.panoptic)):
         for rec in by_token.get(t, {}).values():
             target[rec["sample_data_token"]] = rec["filename"]
