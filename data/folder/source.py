@@ -30,7 +30,11 @@ class FolderSource:
             raise FolderFormatError(str(self.root / "dataset.yaml"), "", "missing: ROOT must hold dataset.yaml, "
                                     "calib/ and logs/ (docs/data.md, 'Bring your own data')")
         self.spec: DatasetSpec = parse_dataset(_yaml(self.root / "dataset.yaml"), str(self.root / "dataset.yaml"))
+        # each file is parsed once per source: a log's units would otherwise reparse its index and COCO files
         self._calib = lru_cache(maxsize=None)(self._read_calib)
+        self.entries = lru_cache(maxsize=None)(self._read_entries)
+        self.boxes = lru_cache(maxsize=None)(self._read_boxes)
+        self.clicks = lru_cache(maxsize=None)(self._read_clicks)
 
     def logs(self) -> list[str]:
         """Sorted names of ``logs/*/`` that hold a ``frames.jsonl``."""
@@ -39,7 +43,7 @@ class FolderSource:
             raise FolderFormatError(str(d), "", "missing: one directory per log, each with frames.jsonl")
         return sorted(p.parent.name for p in d.glob("*/frames.jsonl"))
 
-    def entries(self, log: str) -> list[FrameEntry]:
+    def _read_entries(self, log: str) -> list[FrameEntry]:
         path = self.root / "logs" / log / "frames.jsonl"
         try:
             text = read_file(path).decode("utf-8")
@@ -64,11 +68,11 @@ class FolderSource:
             out[path.stem] = parse(doc, str(path), self.spec.classes)
         return out
 
-    def boxes(self, log: str) -> dict[str, dict[str, list[CocoBox]]]:
+    def _read_boxes(self, log: str) -> dict[str, dict[str, list[CocoBox]]]:
         """camera name -> {frame id: boxes} from ``logs/<log>/boxes2d/<camera>.json``."""
         return self._per_camera(log, "boxes2d", parse_coco_boxes)
 
-    def clicks(self, log: str) -> dict[str, dict[str, list[tuple[int, float, float, int]]]]:
+    def _read_clicks(self, log: str) -> dict[str, dict[str, list[tuple[int, float, float, int]]]]:
         """camera name -> {frame id: [(class, u, v, object id)]} from ``logs/<log>/clicks/<camera>.json``."""
         return self._per_camera(log, "clicks", parse_coco_clicks)
 

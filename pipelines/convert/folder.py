@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import click
@@ -54,12 +54,18 @@ def plan_units(src: Path | str, frames_per_shard: int) -> tuple[dict[str, tuple[
     return plan, frames
 
 
-def convert_unit(unit: str, src: str, plan: dict):
-    """The frames of one unit (top level so process pools can pickle it); notes go to the log."""
+@lru_cache(maxsize=2)
+def _source(src: str):
+    """One parsed layout per process: the units of a log share its index, calibrations and COCO files."""
     from ...data.folder import FolderSource
 
+    return FolderSource(src)
+
+
+def convert_unit(unit: str, src: str, plan: dict):
+    """The frames of one unit (top level so process pools can pickle it); notes go to the log."""
     name, start, stop = plan[unit]
-    for frame, notes in FolderSource(src).frames(name, start, stop):
+    for frame, notes in _source(src).frames(name, start, stop):
         for note in notes:
             log.warning("%s", note)
         yield frame
@@ -74,6 +80,7 @@ def convert_folder(src: Path | str, out: Path | str, workers: int = 1,
     if frames_per_shard < 1:
         raise ValueError("--frames-per-shard must be at least 1")
     src = Path(src).resolve()
+    _source.cache_clear()  # a rerun reads the files as they are now (the user may have fixed one)
     plan, frames = plan_units(src, frames_per_shard)
     source = {"kind": "folder", "src": str(src), "frames": frames, "frames_per_shard": int(frames_per_shard)}
     fn = partial(convert_unit, src=str(src), plan=plan)

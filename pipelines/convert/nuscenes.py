@@ -52,6 +52,7 @@ def convert_nuscenes(src: Path | str, out: Path | str, version: str = "v1.0-mini
     if columns < 8 or not 0 <= min_visibility <= 4:
         raise ValueError("--columns must be at least 8 and --min-visibility within 0..4")
     src = Path(src).resolve()
+    _tables.cache_clear()  # a rerun reads the tables as they are now (the user may have fixed one)
     tables = _tables(str(src), version)
     names = {s["name"]: s for s in tables.by_token["scene"].values()}
     unknown = sorted(set(scenes or []) - set(names))

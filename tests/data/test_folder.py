@@ -194,3 +194,19 @@ def test_clicks_become_the_folder_click_set(native, tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(FolderFormatError, match=rf"{path}: frame .*: annotations.keypoints: click 0: .*outside"):
         convert_folder(src, tmp_path / "ds2", show_progress=False)
+
+
+def test_a_rerun_reads_the_files_as_they_are_now(native, tmp_path):
+    """The per-process cache of parsed index and COCO files does not outlive a conversion."""
+    src = tmp_path / "src"
+    records = export_folder(native[:1], src, "npy")
+    convert_folder(src, tmp_path / "a", show_progress=False)
+    path = src / "logs" / records[0].log / "boxes2d" / "FRONT.json"
+    doc = json.loads(path.read_text())
+    kept = len(doc["annotations"]) - 1
+    doc["annotations"] = doc["annotations"][1:]
+    path.write_text(json.dumps(doc))
+    convert_folder(src, tmp_path / "b", show_progress=False)
+    a, b = open_dataset(tmp_path / "a"), open_dataset(tmp_path / "b")
+    fid = records[0].frame_id
+    assert len(b.frame(fid).boxes2d.of_camera(1)) == kept == len(a.frame(fid).boxes2d.of_camera(1)) - 1
