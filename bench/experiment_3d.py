@@ -9,7 +9,9 @@ predict-3d and PVC use; the student is reported beside it so that a lagging teac
 TWIST's rows (issue 14; ``--rows`` picks them, ``--record`` names their record): SPG + 5 % full labels (the
 labelled frames' ground truth, no round: the control); MWSIS Fig. 7's 1 / 5 / 10 % full labels alone, and the
 SPG run fine-tuned on them (both step-matched) | SPG + TWIST (hybrid: rounds every 2 epochs from the
-middle, points in no kept proposal keep their labels) | SPG + TWIST (ignore: those points are ignored).
+middle, points in no kept proposal keep their labels) | SPG + TWIST (ignore: those points are ignored) | TWIST's
+ablation in the hybrid mode: C alone (every proposal kept, no re-correction) and the naive point-threshold
+update. TWIST rows also score what they trained on last on the other training frames (pseudo-label quality).
 
 Joint 2D-3D WSSS's rows (issue 16, asked for by name): SPG labels plus CSCS 2D -> 3D from a noisy 2D oracle
 (round 900 of predictions/2d, written from the ground truth: 70 % of points right at 0.9, 30 % a random
@@ -37,7 +39,12 @@ TRAINED = {"full supervision": ["labels=gt", "pvc.enabled=false"], "CCL": ["labe
 _FIVE = ["labels=spg", "pvc.enabled=false", "twist.enabled=true", "twist.label_fraction=0.05"]
 TRAINED_TWIST = {"SPG + 5 % full labels": [*_FIVE, "twist.start_epoch=1000"],
                  "SPG + TWIST (hybrid)": [*_FIVE, "twist.every=2", "twist.uncovered=keep"],
-                 "SPG + TWIST (ignore)": [*_FIVE, "twist.every=2", "twist.uncovered=ignore"]}
+                 "SPG + TWIST (ignore)": [*_FIVE, "twist.every=2", "twist.uncovered=ignore"],
+                 # TWIST's ablation (its Tab. 5) as trained rows: the update of the other frames
+                 "SPG + TWIST (hybrid), C alone": [*_FIVE, "twist.every=2", "twist.uncovered=keep",
+                                                   "twist.update=proposals"],
+                 "SPG + TWIST (hybrid), naive update": [*_FIVE, "twist.every=2", "twist.uncovered=keep",
+                                                        "twist.update=naive"]}
 TRAINED.update(TRAINED_TWIST)
 # MWSIS Fig. 7's few-full-labels rows (issue 14; asked for by name): the labelled frames alone, step-matched
 # (their frames cycled for as many steps as the other rows take), from scratch or fine-tuning the SPG run
@@ -60,6 +67,9 @@ TRAINED.update(TRAINED_JOINT)
 ROWS = [*TRAINED, "SPG + PVC + RSC", "CCL labels", "SPG labels"]
 # Table 4; TWIST's and the joint 2D-3D rows are asked for by name
 DEFAULT_ROWS = [r for r in ROWS if r not in TRAINED_TWIST and r not in TRAINED_JOINT]
+# train_labels: what a TWIST run trained on last (a round's labels, or SPG's without one), on the training frames
+# outside its labelled subset
+MODEL_NAMES = {"train_labels": "labels (other train frames)"}
 PAPER = {"full supervision": 57.6, "CCL": 34.2, "SPG": 42.3, "SPG + PVC + RSC": 46.9}  # MWSIS Tab. 1/4, Waymo val mAP
 
 
@@ -72,7 +82,8 @@ def markdown(rec: dict) -> str:
     for row in rec["rows"]:
         for model, summ in row["summary"].items():
             paper = PAPER.get(row["name"], "") if model in ("teacher", "labels", "teacher_rsc") else ""
-            lines.append(f"| {row['name']} | {model} | " + " | ".join(cell(summ, k) for k in keys) + f" | {paper} |")
+            lines.append(f"| {row['name']} | {MODEL_NAMES.get(model, model)} | "
+                         + " | ".join(cell(summ, k) for k in keys) + f" | {paper} |")
     mean = {(r["name"], m): s.get("ap", {}).get("mean") for r in rec["rows"] for m, s in r["summary"].items()}
     full, best = mean.get(("full supervision", "teacher")), mean.get(("SPG + PVC + RSC", "teacher_rsc"))
     if full and best is not None:
@@ -117,14 +128,12 @@ def main() -> None:
         if name not in args.rows and not (name == "SPG + PVC" and "SPG + PVC + RSC" in args.rows):
             continue
         for seed in exp.seeds:
-            data = train
-            if name == "SPG + PVC" or "TWIST" in name:  # PVC and TWIST write into their dataset: a copy per run
-                data = args.out / f"train-{'pvc' if 'PVC' in name else 'twist'}-seed{seed}"
-                if name == "SPG + TWIST (ignore)":
-                    data = args.out / f"train-twist-ignore-seed{seed}"
+            data, slug = train, re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')
+            if name == "SPG + PVC" or "twist.every=2" in sets:  # PVC and TWIST rounds write into their dataset
+                data = args.out / f"train-{slug}-seed{seed}"  # a copy per run
                 if not data.exists():
                     shutil.copytree(train, data, ignore=shutil.ignore_patterns(".locks", "predictions"))
-            run = args.out / f"run-{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}-seed{seed}"
+            run = args.out / f"run-{slug}-seed{seed}"
             spg_run = args.out / f"run-SPG-seed{seed}"
             jobs.append({"train": str(data), "val": str(val), "run": str(run), "config": str(args.config),
                          "sets": [*args.sets, *[x.replace(SPG_RUN, str(spg_run)) for x in sets], f"seed={seed}"],
@@ -159,7 +168,8 @@ def main() -> None:
             per_seed = {0: {"labels": evaluate_labels(val, [stage], show_progress=False)[stage]}}
         else:
             per_seed = by_row[name]
-        models = [k for k in ("teacher", "student", "teacher_rsc", "labels") if k in next(iter(per_seed.values()))]
+        models = [k for k in ("teacher", "student", "teacher_rsc", "labels", "train_labels")
+                  if k in next(iter(per_seed.values()))]
         rows.append({"name": name, "seeds": {str(s): r for s, r in per_seed.items()},
                      "summary": {m: summarize({s: r[m] for s, r in per_seed.items()}) for m in models}})
     config = {"experiment": config_to_dict(exp), "train3d": config_to_dict(cfg3), "sets": args.sets}

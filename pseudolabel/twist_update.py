@@ -115,23 +115,31 @@ def proposal_update(shifted: np.ndarray, proposal: np.ndarray, proposal_class: n
     centre = np.stack([np.bincount(inst, weights=np.asarray(shifted, np.float64)[:, d], minlength=kept + 1)[1:]
                        for d in range(3)], axis=1) / np.maximum(counts, 1)[:, None]
     scores = np.asarray(certainty, np.float32)[keep]
+    return _keep_base(semantic, inst, centre, scores, ~covered, base_semantic, base_instance)
+
+
+def _keep_base(semantic, inst, centre, scores, rest, base_semantic, base_instance):
+    """The hybrid mode: the ``rest`` points take their base labels (none given: they stay as they are), base
+    instances numbered after the update's own, with a NaN centre (their mean position is the target, as for
+    SPG labels) and score 1."""
     if base_semantic is not None:
-        rest = ~covered
+        n = len(semantic)
         semantic[rest] = np.asarray(base_semantic, np.int8)[rest]
         base = np.where(rest, np.asarray(base_instance if base_instance is not None else np.zeros(n), np.int64), 0)
         ids = np.unique(base[base > 0])
-        inst[rest & (base > 0)] = kept + 1 + np.searchsorted(ids, base[rest & (base > 0)])
+        inst[rest & (base > 0)] = len(scores) + 1 + np.searchsorted(ids, base[rest & (base > 0)])
         centre = np.concatenate([centre, np.full((ids.size, 3), np.nan)])
         scores = np.concatenate([scores, np.ones(ids.size, np.float32)])
-    return semantic, inst.astype(np.int32), centre.astype(np.float32), scores
+    return semantic, inst.astype(np.int32), centre.astype(np.float32), np.asarray(scores, np.float32)
 
 
 def naive_update(probs: np.ndarray, instance: np.ndarray, shifted: np.ndarray, low: float = 0.4,
-                 high: float = 0.6):
+                 high: float = 0.6, base_semantic: np.ndarray | None = None, base_instance: np.ndarray | None = None):
     """The naive baseline: a point whose top class probability is at least ``high`` takes that class, one at
-    most ``low`` is background, the rest are ignored; instances are the model's clusters (``instance`` (N,),
-    from ``infer.cluster_instances``) restricted to the confident points, with the mean shifted position as
-    centre and the mean top probability as score. Returns what ``proposal_update`` returns."""
+    most ``low`` is background, the rest are ignored (or, given ``base_*``, keep their base labels: the hybrid
+    mode); instances are the model's clusters (``instance`` (N,), from ``infer.cluster_instances``) restricted
+    to the confident points, with the mean shifted position as centre and the mean top probability as score.
+    Returns what ``proposal_update`` returns."""
     probs = np.asarray(probs, np.float64)
     top, arg = probs.max(axis=1), probs.argmax(axis=1)
     semantic = np.full(len(top), IGNORE, np.int8)
@@ -145,7 +153,8 @@ def naive_update(probs: np.ndarray, instance: np.ndarray, shifted: np.ndarray, l
     centre = np.stack([np.bincount(dense, weights=np.asarray(shifted, np.float64)[:, d], minlength=m + 1)[1:]
                        for d in range(3)], axis=1) / counts[:, None]
     score = np.bincount(dense, weights=top, minlength=m + 1)[1:] / counts
-    return semantic, dense.astype(np.int32), centre.astype(np.float32), score.astype(np.float32)
+    return _keep_base(semantic, dense.astype(np.int64), centre, score, semantic == IGNORE, base_semantic,
+                      base_instance)
 
 
 def proposal_quality(proposal: np.ndarray, proposal_class: np.ndarray, keep: np.ndarray, gt_semantic: np.ndarray,

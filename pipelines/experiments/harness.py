@@ -270,6 +270,14 @@ def train_eval_3d(train: str, val: str, run: str, config: str, sets: list[str], 
     res = {"steps": summary["steps"], "train_seconds": time.time() - t, "pvc_rounds": summary["pvc_rounds"],
            **{k: summary[k] for k in ("twist_rounds", "twist_quality", "labelled_frames") if k in summary}}
     res.update(_eval3d_models(Path(run), Path(val), rsc))
+    if cfg.twist.enabled and not cfg.twist.labelled_only:
+        # what the run trained on last (a round's labels, or the box labels without one) on the frames outside
+        # the labelled subset: TWIST's pseudo-label quality (its Tab. 5), beside the model's
+        from ..labels.evaluate import evaluate_labels
+
+        result = evaluate_labels(train, [summary["labels"]], show_progress=False,
+                                 exclude_frames=frozenset(summary["labelled_frames"]))
+        res["train_labels"] = result[summary["labels"]]
     return res
 
 

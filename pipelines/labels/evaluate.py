@@ -102,14 +102,15 @@ def recorded_stages_config(ds: Dataset):
 
 
 def evaluate_labels(ds: Dataset | str, stages: list[str] | None = None, show_progress: bool = True,
-                    variants: bool = False, config=None) -> dict:
+                    variants: bool = False, config=None, exclude_frames: frozenset[str] = frozenset()) -> dict:
     """Score every stage with per-point labels against the ground truth. JSON-ready dict.
 
     ``config``: the ``StagesConfig`` the labels were made with (default: the one recorded in the ``spg``
     label shards, else the paper's). Its ``points`` give the evaluated point set (``evaluated``: the labelled
     set with NLZ points kept), and ``variants`` (SPG computed in memory with each of ``SPG_VARIANTS`` on top
     of its ``spg``) start from it, so ``spg[paper]`` equals the stored ``spg`` row whatever config made them
-    (e.g. ``--config kitti``).
+    (e.g. ``--config kitti``). ``exclude_frames``: frame ids left out (e.g. TWIST's fully labelled frames, when
+    scoring a round's labels of the others).
     """
     from dataclasses import replace
 
@@ -128,7 +129,8 @@ def evaluate_labels(ds: Dataset | str, stages: list[str] | None = None, show_pro
             label_shards = {s: LabelShard(ds, s, shard.info.name) for s in stages}
             for i, frame in enumerate(shard.iter_frames(images=False)):
                 bar.update(1)
-                if frame.gt.point_semantic is None or frame.gt.point_instance is None:
+                if (frame.gt.point_semantic is None or frame.gt.point_instance is None
+                        or frame.frame_id in exclude_frames):
                     continue
                 frames += 1
                 keep = config.points.evaluated(frame.points)

@@ -88,6 +88,9 @@ class TwistConfig:
     sem_iou_thresh: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # L_sem only above (TWIST)
     mutation: tuple[float, ...] = field(default=(0.7, 1.3), metadata={"length": 2, "range": (0.0, None)})
     uncovered: Literal["ignore", "keep"] = "ignore"  # points in no kept proposal; "keep": their current labels
+    # the update of the other frames (TWIST's ablation, Tab. 5): "recorrected" = B + C (TWIST), "proposals" =
+    # C alone (every proposal, the teacher's class), "naive" = per-point thresholds 0.4 / 0.6
+    update: Literal["recorrected", "proposals", "naive"] = "recorrected"
     psi: RecorrectionConfig = field(default_factory=RecorrectionConfig)
     psi_lr: float = field(default=0.003, metadata={"range": (0.0, None)})  # AdamW (TWIST: SGD 0.005, 10k steps)
     psi_steps: int = field(default=200, metadata={"range": (0, None)})  # per round

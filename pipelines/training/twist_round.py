@@ -16,6 +16,7 @@ Per round, over this rank's shards:
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -121,21 +122,46 @@ def score_proposals(psi, view, device) -> tuple[np.ndarray, np.ndarray]:
     return cls_logits.argmax(1).cpu().numpy(), torch.sigmoid(cert_logits).cpu().numpy()
 
 
-def frame_update(sample, view, cls, certainty, cfg, base=None) -> FrameLabels:
-    """Module C on one sample, back in the frame's point order (points the model does not see: ignored, or
-    their base label in the hybrid mode)."""
+def round_labels(view, cfg, psi=None, device=None, base_semantic=None, base_instance=None):
+    """One sample's new labels under ``cfg.update`` (TWIST's ablation, extensions.md §3.4), in the sample's
+    point order: ``recorrected`` (B + C: Ψ's class, proposals Ψ is certain of), ``proposals`` (C alone: every
+    proposal, the teacher's class, scored by its mean top probability) or ``naive`` (per-point thresholds 0.4 /
+    0.6 on the teacher's probabilities). ``base_*``: the labels uncovered points keep (hybrid), else ignored.
+    Returns what ``proposal_update`` returns, and (class (K,), kept (K,) bool) per proposal for diagnostics
+    (None for ``naive``, which has no proposal-level decision)."""
+    from ...pseudolabel.twist_update import naive_update
+
+    probs, prop = view["probs"], view["proposal"]
+    if cfg.update == "naive":
+        return naive_update(probs, prop, view["shifted"], base_semantic=base_semantic,
+                            base_instance=base_instance), None
+    if cfg.update == "proposals":
+        groups = _members(prop)
+        cls = np.array([probs[m].mean(0).argmax() for m in groups], np.int64).reshape(len(groups))
+        sem, inst, centre, score = proposal_update(view["shifted"], prop, cls, np.ones(len(groups), np.float32),
+                                                   0.5, base_semantic, base_instance)  # every proposal kept
+        score[:len(groups)] = [probs[m].max(1).mean() for m in groups]  # kept proposals come first
+        return (sem, inst, centre, score), (cls, np.ones(len(groups), bool))
+    cls, cert = score_proposals(psi, view, device)
+    return (proposal_update(view["shifted"], prop, cls, cert, cfg.certainty_thresh, base_semantic, base_instance),
+            (cls, cert > cfg.certainty_thresh))
+
+
+def frame_update(sample, view, cfg, psi=None, device=None, base=None) -> tuple[FrameLabels, tuple | None]:
+    """``round_labels`` on one sample, back in the frame's point order (points the model does not see:
+    ignored, or their base label in the hybrid mode), and the per-proposal decisions."""
     n = sample.num_points
     keep_base = base is not None and cfg.uncovered == "keep"
-    sem_s, inst_s, centre, score = proposal_update(
-        view["shifted"], view["proposal"], cls, certainty, cfg.certainty_thresh,
-        base.semantic[sample.point_index] if keep_base else None,
+    (sem_s, inst_s, centre, score), decisions = round_labels(
+        view, cfg, psi, device, base.semantic[sample.point_index] if keep_base else None,
         base.instance[sample.point_index] if keep_base else None)
     semantic = np.full(n, IGNORE, np.int8)
     instance = np.zeros(n, np.int32)
     if keep_base:  # outside the model's points, too
         semantic[:] = np.where(base.semantic == BACKGROUND, BACKGROUND, IGNORE)
     semantic[sample.point_index], instance[sample.point_index] = sem_s, inst_s
-    return FrameLabels(sample.frame_id, semantic=semantic, instance=instance, centre=centre, inst_score=score)
+    return FrameLabels(sample.frame_id, semantic=semantic, instance=instance, centre=centre,
+                       inst_score=score), decisions
 
 
 def _unchanged(frame, base: FrameLabels | None) -> FrameLabels:
@@ -180,7 +206,8 @@ def run_twist_round(trainer, rnd: int) -> None:
     rng = np.random.default_rng([cfg.seed, rnd, 7])
     mine = set(trainer.positions)
     rows = []
-    for fid in sorted(labelled, key=ds.locate):  # shard and frame order: the order Ψ's batches are drawn in
+    # shard and frame order: the order Ψ's batches are drawn in; only B + C uses Ψ (the others skip its training)
+    for fid in sorted(labelled, key=ds.locate) if tcfg.update == "recorrected" else ():
         pos, i = ds.locate(fid)
         if pos in mine:
             s, view = _view(teacher, ds.shard(pos).frame(i, images=False), cfg, device)
@@ -200,13 +227,14 @@ def run_twist_round(trainer, rnd: int) -> None:
             if s is None:  # trained on its ground truth, or not seen at all
                 out.append(_unchanged(frame, b))
                 continue
-            cls, cert = score_proposals(trainer.psi, view, device)
-            kept += int((cert > tcfg.certainty_thresh).sum())
-            total += len(cert)
+            labels, decisions = frame_update(s, view, tcfg, trainer.psi, device, b)
+            out.append(labels)
+            if decisions is None:
+                continue
+            cls, keep = decisions
+            kept, total = kept + int(keep.sum()), total + len(keep)
             if s.gt_semantic is not None:  # diagnostics where the data has truth (synthetic, benchmarks)
-                quality += proposal_quality(view["proposal"], cls, cert > tcfg.certainty_thresh, s.gt_semantic,
-                                            s.gt_instance, NUM_CLASSES)
-            out.append(frame_update(s, view, cls, cert, tcfg, b))
+                quality += proposal_quality(view["proposal"], cls, keep, s.gt_semantic, s.gt_instance, NUM_CLASSES)
         write_label_shard(ds.root, TWIST_STAGE, info.name, out, {"twist": {"round": rnd, "base": base_stage}},
                           __version__, {"frames": info.sha256}, scored=True)
     trainer.state["labels"] = TWIST_STAGE
@@ -223,27 +251,15 @@ def label_variants(model, psi, psi_optimizer, ds, cfg, labelled: set[str], devic
     the naive point-threshold update (PVC's 0.4 / 0.6), of Module C alone (every proposal kept, the teacher's
     class, score = its mean class probability) and of B + C (Ψ trained here on the labelled frames, then
     certain proposals only). Returns {variant: [(frame, FrameLabels)]} in the sample's point order."""
-    from ...pseudolabel.twist_update import naive_update
-
     tcfg = cfg.twist
     rng = np.random.default_rng([seed, 11])
     views = [(f, *_view(model, f, cfg, device)) for f in ds.iter_frames(images=False)]
     views = [(f, s, v) for f, s, v in views if s is not None]
     rows = [(v, _proposal_rows(s, v, rng, tcfg.mutation)) for f, s, v in views if f.frame_id in labelled]
     train_psi(psi, psi_optimizer, rows, tcfg, rng, device)
-    out = {"naive": [], "C": [], "B+C": []}
-    for frame, s, v in views:
-        if frame.frame_id in labelled:
-            continue
-        probs, k = v["probs"], int(v["proposal"].max(initial=0))
-        out["naive"].append((frame, s, naive_update(probs, v["proposal"], v["shifted"])))
-        groups = _members(v["proposal"])
-        cls = np.array([probs[m].mean(0).argmax() for m in groups], np.int64).reshape(k)
-        mean_p = np.array([probs[m].max(1).mean() for m in groups], np.float32).reshape(k)
-        # Module C alone: every proposal kept (certainty 1 > threshold), ranked by its mean class probability
-        sem, inst, centre, _ = proposal_update(v["shifted"], v["proposal"], cls, np.ones(k, np.float32), 0.5)
-        out["C"].append((frame, s, (sem, inst, centre, mean_p)))
-        psi_cls, cert = score_proposals(psi, v, device)
-        out["B+C"].append((frame, s, proposal_update(v["shifted"], v["proposal"], psi_cls, cert,
-                                                     tcfg.certainty_thresh)))
+    out = {}
+    for variant, update in (("naive", "naive"), ("C", "proposals"), ("B+C", "recorrected")):
+        vcfg = replace(tcfg, update=update)
+        out[variant] = [(frame, s, round_labels(v, vcfg, psi, device)[0]) for frame, s, v in views
+                        if frame.frame_id not in labelled]
     return out

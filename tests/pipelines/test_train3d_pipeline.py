@@ -151,6 +151,27 @@ def test_a_twist_round_relabels_the_other_frames_from_scored_proposals(labelled,
         train_3d(data, tmp_path / "run2", _cfg(epochs=2, **{"twist.enabled": "true"}), show_progress=False)
 
 
+@pytest.mark.parametrize("update", ["proposals", "naive"])
+def test_a_twist_round_runs_the_ablations_updates(labelled, tmp_path, update):
+    """TWIST's ablation as trained rows: C alone keeps every proposal; the naive update decides per point, so
+    the round records no proposal-level decision."""
+    data = tmp_path / "twist"
+    shutil.copytree(labelled, data)
+    sets = {"pvc.enabled": "false", "twist.enabled": "true", "twist.label_fraction": 0.5, "twist.update": update,
+            "twist.uncovered": "keep"}
+    summary = train_3d(data, tmp_path / "run", _cfg(epochs=2, max_steps_per_epoch=2, **sets), show_progress=False)
+    assert summary["labels"] == "twist" and summary["twist_rounds"] == [1]
+    q = summary["twist_quality"][1]
+    if update == "proposals":
+        assert sum(v["kept"] for v in q.values()) > 0 and all(v["dropped"] == 0 for v in q.values())
+    else:
+        assert all(v == 0 for c in q.values() for v in c.values())
+    ds = open_dataset(data)
+    for info in ds.manifest.shards:
+        for lab in LabelShard(ds, "twist", info.name):
+            assert len(lab.centre) == len(lab.inst_score) >= int(lab.instance.max(initial=0))
+
+
 def test_proposal_members_are_grouped_by_id():
     from mwsis.pipelines.training.twist_round import _members
 

@@ -75,6 +75,11 @@ def test_naive_update_thresholds_points_and_keeps_confident_clusters():
     sem, inst, centre, score = naive_update(probs, model_inst, shifted)
     assert sem.tolist() == [0, 0, IGNORE, BACKGROUND, 1] and inst.tolist() == [1, 1, 0, 0, 2]
     assert centre.tolist() == [[1, 0, 0], [4, 4, 4]] and score.tolist() == pytest.approx([0.8, 0.8])
+    # hybrid: only the uncertain point (ignored above) takes its base label, numbered after the clusters
+    sem, inst, centre, score = naive_update(probs, model_inst, shifted, base_semantic=np.array([0, 0, 2, 1, 1]),
+                                            base_instance=np.array([4, 4, 9, 7, 7]))
+    assert sem.tolist() == [0, 0, 2, BACKGROUND, 1] and inst.tolist() == [1, 1, 3, 0, 2]
+    assert np.isnan(centre[2]).all() and score.tolist() == pytest.approx([0.8, 0.8, 1.0])
 
 
 def test_proposal_quality_counts_matches_per_class():
