@@ -37,8 +37,8 @@ class Points:
     """Struct of arrays, one entry per LiDAR return (both returns, all lidars kept)."""
 
     xyz: np.ndarray  # (N, 3) float32, vehicle frame
-    intensity: np.ndarray  # (N,) float32
-    elongation: np.ndarray  # (N,) float32
+    intensity: np.ndarray  # (N,) float32; None when read without it (schema.frames.OPTIONAL_COLUMNS)
+    elongation: np.ndarray  # (N,) float32; None when read without it
     range: np.ndarray  # (N,) float32, range-image channel 0 (metres from the sensor)
     return_index: np.ndarray  # (N,) int8, 0 first return, 1 second
     laser_id: np.ndarray  # (N,) int8, LaserName
@@ -52,7 +52,7 @@ class Points:
         return int(self.xyz.shape[0])
 
     def select(self, mask: np.ndarray) -> "Points":
-        return Points(**{k: v[mask] for k, v in self.__dict__.items()})
+        return Points(**{k: None if v is None else v[mask] for k, v in self.__dict__.items()})
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Label shards of a stage: ``DATASET/labels/<stage>/<shard>.parquet``, aligned with the frame shards."""
 from __future__ import annotations
 
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 from .schema.labels import (LABELS_SCHEMA, LABELS_SCHEMA_SCORED, FrameLabels, label_metadata, labels_to_table,
                             read_label_metadata, table_row_to_labels)
 from .integrity import IntegrityError, check_file, sealer
-from .store import PARQUET_OPTIONS, Dataset, ShardError, atomic_path
+from .store import PARQUET_OPTIONS, Dataset, ShardError, atomic_path, scratch_path
 
 LABELS_DIR = "labels"
 
@@ -24,15 +25,78 @@ def write_label_shard(root: Path | str, stage: str, shard: str, rows: Iterable[F
                       config: dict, code_version: str, inputs: dict, scored: bool = False) -> Path:
     """Write a stage's labels for one shard atomically; metadata records config, version and inputs.
     ``scored``: the shard carries instance centres and scores (``LABELS_SCHEMA_SCORED``)."""
-    dest = label_shard_path(root, stage, shard)
-    base = LABELS_SCHEMA_SCORED if scored else LABELS_SCHEMA
-    schema = base.with_metadata(label_metadata(stage, config, code_version, inputs))
-    with atomic_path(dest, before_rename=sealer(dest)) as tmp:
-        with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
-            for row in rows:
-                writer.write_table(labels_to_table(row, base).replace_schema_metadata(schema.metadata),
-                                   row_group_size=1)
-    return dest
+    with LabelShardWriter(root, stage, shard, scored, (config, code_version, inputs)) as w:
+        for row in rows:
+            w.add(row)
+        return w.commit()
+
+
+class LabelShardWriter:
+    """One stage's label shard for one frame shard, written a frame at a time (``add``) and made visible by
+    ``commit`` (atomic and sealed, as every shard). Use it as a context manager: leaving the block without a
+    commit (an error, a failed frame) removes what was written and leaves the destination as it was.
+
+    ``record``: (config, code version, inputs), the metadata the shard records. It may be unknown until the
+    end: a stage that depends on another computed in the same pass (``pipelines/labels/fused.py``) records
+    that stage's shard checksum, which exists only once that shard is committed. Then the rows go to a hidden
+    Arrow IPC file beside the destination (lz4; memory stays flat in shard length) and ``commit(record)``
+    copies them into the Parquet file row group by row group: the same bytes as with the record up front.
+    """
+
+    def __init__(self, root: Path | str, stage: str, shard: str, scored: bool = False,
+                 record: tuple[dict, str, dict] | None = None):
+        self.dest = label_shard_path(root, stage, shard)
+        self.stage = stage
+        self._base = LABELS_SCHEMA_SCORED if scored else LABELS_SCHEMA
+        self._stack = ExitStack()
+        self._parquet = self._spill = None
+        try:
+            if record is not None:
+                self._open_parquet(record)
+            else:
+                self._spill_path = self._stack.enter_context(scratch_path(self.dest))
+                self._spill = pa.ipc.new_stream(str(self._spill_path), self._base,
+                                                options=pa.ipc.IpcWriteOptions(compression="lz4"))
+        except BaseException as e:  # no `with` block yet: unwind here (a full disk becomes a WriteError)
+            if not self._stack.__exit__(type(e), e, e.__traceback__):
+                raise
+
+    def _open_parquet(self, record) -> None:
+        self._schema = self._base.with_metadata(label_metadata(self.stage, *record))
+        tmp = self._stack.enter_context(atomic_path(self.dest, before_rename=sealer(self.dest)))
+        self._parquet = self._stack.enter_context(pq.ParquetWriter(tmp, self._schema, **PARQUET_OPTIONS))
+
+    def _write(self, table: pa.Table) -> None:
+        self._parquet.write_table(table.replace_schema_metadata(self._schema.metadata), row_group_size=1)
+
+    def add(self, row: FrameLabels) -> None:
+        table = labels_to_table(row, self._base)
+        if self._parquet is not None:
+            self._write(table)
+        else:
+            self._spill.write_table(table)
+
+    def commit(self, record: tuple[dict, str, dict] | None = None) -> Path:
+        """Make the shard visible under ``record`` (required when none was given up front)."""
+        if self._parquet is None:
+            if record is None:
+                raise ValueError(f"{self.dest}: the shard's record (config, version, inputs) is needed to commit")
+            self._spill.close()
+            self._open_parquet(record)
+            with pa.memory_map(str(self._spill_path)) as source:
+                for batch in pa.ipc.open_stream(source):
+                    self._write(pa.Table.from_batches([batch]))
+        self._stack.close()  # closes the Parquet writer, then fsyncs, seals and renames; drops the spill file
+        return self.dest
+
+    def __enter__(self) -> "LabelShardWriter":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if self._spill is not None:
+            with suppress(Exception):
+                self._spill.close()
+        self._stack.__exit__(*((kind, value, tb) if kind else (RuntimeError, RuntimeError("not committed"), None)))
 
 
 def _repair(root, stage: str, shard: str) -> str:

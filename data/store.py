@@ -131,6 +131,28 @@ def atomic_path(dest: Path | str, before_rename=None):
     _fsync_dir(dest.parent)
 
 
+@contextlib.contextmanager
+def scratch_path(dest: Path | str):
+    """Yield a hidden temporary path beside ``dest`` that is always deleted at the end: work space of a
+    writer of ``dest`` (named like ``atomic_path``'s temp files, so a killed writer's leftover is removed
+    with them by ``locks.remove_stale_temps``). OS errors while creating it become ``WriteError``."""
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _create_temp(dest)
+    except OSError as e:
+        raise WriteError(dest, os_error_reason(e)) from e
+    try:
+        yield tmp
+    except OSError as e:
+        if _is_write_failure(e, (str(tmp), str(dest))):
+            raise WriteError(dest, os_error_reason(e)) from e
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def write_bytes_atomic(dest: Path | str, data: bytes) -> None:
     """Write ``data`` to ``dest`` atomically (``atomic_path``): readers see the old file or the new one."""
     with atomic_path(dest) as tmp:
@@ -215,9 +237,12 @@ class Shard:
             self._file = f
         return self._file
 
-    def frame(self, i: int, images: bool = True) -> Frame:
+    def frame(self, i: int, images: bool = True, columns: tuple[str, ...] | None = None) -> Frame:
+        """Frame ``i``; ``images=False`` skips the pixels, ``columns`` (e.g. ``schema.LABELLING_COLUMNS``) reads
+        only those (see ``table_row_to_frame`` for what may be left out)."""
         f = self._open()
-        columns = None if images else [n for n in FRAMES_SCHEMA.names if n not in IMAGE_COLUMNS]
+        if columns is None:
+            columns = None if images else [n for n in FRAMES_SCHEMA.names if n not in IMAGE_COLUMNS]
         try:
             table = f.read_row_group(i, columns=columns)
         except (pa.ArrowException, OSError) as e:
@@ -243,9 +268,9 @@ class Shard:
         except (pa.ArrowException, OSError) as e:
             raise ShardError(self.path, f"cannot read columns {columns} ({e})") from e
 
-    def iter_frames(self, images: bool = True) -> Iterator[Frame]:
+    def iter_frames(self, images: bool = True, columns: tuple[str, ...] | None = None) -> Iterator[Frame]:
         for i in range(len(self)):
-            yield self.frame(i, images=images)
+            yield self.frame(i, images=images, columns=columns)
 
     __iter__ = iter_frames
 

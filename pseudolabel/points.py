@@ -75,7 +75,8 @@ def eligible_mask(xyz: np.ndarray, laser_id: np.ndarray, cam_id: np.ndarray, nlz
     """
     ok = (np.asarray(laser_id) == TOP_LIDAR) & in_range(np.asarray(xyz), point_range)
     if need_camera:
-        ok &= (np.asarray(cam_id).reshape(-1, 2) > 0).any(axis=1)
+        cam_id = np.asarray(cam_id).reshape(-1, 2)
+        ok &= (cam_id[:, 0] > 0) | (cam_id[:, 1] > 0)  # not .any(axis=1): a slow reduction over 2 columns
     if nlz is not None:
         ok &= ~np.asarray(nlz, bool)
     return ok

@@ -73,7 +73,8 @@ def tiny_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def spg_reference(tmp_path_factory):
     """Uninterrupted runs on 4 one-frame shards: ``frames/`` only, and ``labels/`` = frames + spg labels
-    (made in-process: same code, same bytes as the CLI). Crash, lock and disk tests compare against it."""
+    (made in-process, stage by stage: the CLI's fused runs must write the same bytes). Crash, lock and disk
+    tests compare against it."""
     import shutil
 
     from mwsis.pipelines.labels.runner import run_stages
@@ -82,7 +83,7 @@ def spg_reference(tmp_path_factory):
     base = tmp_path_factory.mktemp("ref")
     synth_dataset(base / "frames", "tiny", frames=4, seed=0, frames_per_sequence=1, show_progress=False)
     shutil.copytree(base / "frames", base / "labels")
-    assert all(r.status == "done" for r in run_stages(base / "labels", ["spg"], show_progress=False))
+    assert all(r.status == "done" for r in run_stages(base / "labels", ["spg"], show_progress=False, fused=False))
     return base
 
 

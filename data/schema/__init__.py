@@ -5,8 +5,9 @@
 
 Later stages add their label and prediction tables here, in the same shard layout.
 """
-from .frames import FRAMES_SCHEMA, IMAGE_COLUMNS, frame_to_table, table_row_to_frame
+from .frames import (FRAMES_SCHEMA, IMAGE_COLUMNS, LABELLING_COLUMNS, OPTIONAL_COLUMNS, frame_to_table,
+                     table_row_to_frame)
 from .manifest import SCHEMA_VERSION, Manifest, ShardInfo
 
-__all__ = ["FRAMES_SCHEMA", "IMAGE_COLUMNS", "frame_to_table", "table_row_to_frame",
-           "SCHEMA_VERSION", "Manifest", "ShardInfo"]
+__all__ = ["FRAMES_SCHEMA", "IMAGE_COLUMNS", "LABELLING_COLUMNS", "OPTIONAL_COLUMNS", "frame_to_table",
+           "table_row_to_frame", "SCHEMA_VERSION", "Manifest", "ShardInfo"]

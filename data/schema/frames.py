@@ -79,6 +79,12 @@ FRAMES_SCHEMA = pa.schema(
 )
 #: columns a reader may leave out to skip decoding pixels
 IMAGE_COLUMNS = (IMAGES,)
+#: columns a reader may leave out besides the images: per-point intensity and elongation (the decoded
+#: ``Points`` field is then None) and the ground truth (decoded as absent). The pseudo-label stages read
+#: neither; the decoder needs every other column.
+OPTIONAL_COLUMNS = ("intensity", "elongation", GT_SEMANTIC, GT_INSTANCE, GT_MASKS, GT_BOXES3D)
+#: what the 3D pseudo-label stages read (``Shard.frame(columns=...)``): no pixels, no intensity, no truth
+LABELLING_COLUMNS = tuple(n for n in FRAMES_SCHEMA.names if n not in IMAGE_COLUMNS + OPTIONAL_COLUMNS)
 
 
 def _list1(values: np.ndarray, t: pa.DataType) -> pa.Array:
@@ -147,19 +153,31 @@ def _np(col: pa.ChunkedArray, row: int, dtype) -> np.ndarray | None:
 
 
 def table_row_to_frame(table: pa.Table, row: int = 0) -> Frame:
-    """Decode row ``row`` of a frames table (any column subset that includes the point columns)."""
+    """Decode row ``row`` of a frames table: every column, or a subset without some of ``IMAGE_COLUMNS`` and
+    ``OPTIONAL_COLUMNS`` (absent intensity / elongation decode as None, absent truth as no truth)."""
     n = len(table)
     if not 0 <= row < n:
         raise IndexError(f"row {row} out of range for a table of {n} rows")
-    c = table.column
+    have = set(table.column_names)
+    missing = [n for n in FRAMES_SCHEMA.names if n not in have and n not in IMAGE_COLUMNS + OPTIONAL_COLUMNS]
+    if missing:
+        raise KeyError(f"columns {missing} are needed to decode a frame")
+
+    def c(name):  # a left-out optional column reads as a null cell
+        return table.column(name) if name in have else pa.chunked_array([pa.nulls(n, FRAMES_SCHEMA.field(name).type)])
+
     pc = {name: _np(c(name), row, t.to_pandas_dtype()) for name, (t, _, _) in POINT_COLUMNS.items()}
+    xyz = np.empty((len(pc["x"]), 3), np.float32)  # filled column by column: cheaper than np.stack
+    xyz[:, 0], xyz[:, 1], xyz[:, 2] = pc["x"], pc["y"], pc["z"]
+    cam_uv = np.empty((len(pc["x"]), 2, 2), np.float32)
+    cam_uv[:, 0, 0], cam_uv[:, 0, 1], cam_uv[:, 1, 0], cam_uv[:, 1, 1] = (pc["cam1_u"], pc["cam1_v"], pc["cam2_u"],
+                                                                      pc["cam2_v"])
+    cam_id = np.empty((len(pc["x"]), 2), np.int8)
+    cam_id[:, 0], cam_id[:, 1] = pc["cam1_id"], pc["cam2_id"]
     points = Points(
-        xyz=np.stack([pc["x"], pc["y"], pc["z"]], axis=1),
-        intensity=pc["intensity"], elongation=pc["elongation"], range=pc["range"],
+        xyz=xyz, intensity=pc["intensity"], elongation=pc["elongation"], range=pc["range"],
         return_index=pc["return_index"], laser_id=pc["laser_id"], row=pc["row"], col=pc["col"],
-        nlz=pc["nlz"].astype(bool),
-        cam_id=np.stack([pc["cam1_id"], pc["cam2_id"]], axis=1),
-        cam_uv=np.stack([np.stack([pc["cam1_u"], pc["cam1_v"]], 1), np.stack([pc["cam2_u"], pc["cam2_v"]], 1)], 1),
+        nlz=pc["nlz"].astype(bool), cam_id=cam_id, cam_uv=cam_uv,
     )
     lidars = [Lidar(r["laser_id"], r["height"], r["width"], np.asarray(r["extrinsic"]).reshape(4, 4),
                     np.asarray(r["inclinations"], np.float32)) for r in c(LIDARS)[row].as_py()]

@@ -104,20 +104,35 @@ def stage_cmd(name, data, shard_index, num_shards, shard_list, force, history, b
 @click.option("--stages", default="frustum,ccl,dcs,spg,sam", show_default=True,
               help="Comma-separated stages; dependencies are added.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes (one shard each).")
+@click.option("--shards", "shard_list", default=None, metavar="LIST",
+              help="Only these shard positions (manifest order), e.g. 0,3,7 or 0-4,9 (one task of your own batch "
+                   "script). Default: every shard.")
 @click.option("--force", is_flag=True, help="Recompute finished shards.")
+@click.option("--stage-by-stage", is_flag=True,
+              help="Run each stage over every shard before the next (the baseline) instead of one pass per shard "
+                   "that reads each frame once for all stages. Same label shards, byte for byte.")
 @click.option("--eval/--no-eval", "do_eval", default=True, show_default=True,
               help="Print the quality table when the dataset has ground truth.")
 @_verify_option
 @_config_option
 @_set_option
 @_sam_option
-def pseudolabels_cmd(data, stages, workers, force, do_eval, verify, config, sets, sam_checkpoint):
-    """Run the pseudo-label stage graph locally over a process pool, then print the quality table."""
-    from ..labels.runner import run_stages
+def pseudolabels_cmd(data, stages, workers, shard_list, force, stage_by_stage, do_eval, verify, config, sets,
+                     sam_checkpoint):
+    """Run the pseudo-label stage graph locally over a process pool, then print the quality table.
+
+    Each shard is read once for all stages (SPG takes DCS's segments in memory); every stage still writes,
+    checks and skips its own shards, so `mwsis stage NAME` and this command agree on what is done."""
+    from ...data.store import open_dataset
+    from ..labels.runner import parse_shard_list, run_stages
 
     cfg = stage_configs(config, sets, sam_checkpoint)
-    results = run_stages(data, [s.strip() for s in stages.split(",") if s.strip()], cfg, workers=workers,
-                         force=force, verify=verify)
+    try:
+        positions = None if shard_list is None else parse_shard_list(shard_list, open_dataset(data).num_shards)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    results = run_stages(data, [s.strip() for s in stages.split(",") if s.strip()], cfg, shard_positions=positions,
+                         workers=workers, force=force, verify=verify, fused=not stage_by_stage)
     if do_eval and not any(r.status == "failed" for r in results):
         from ..labels.evaluate import evaluate_labels, format_table
 
@@ -160,13 +175,18 @@ def eval_labels_cmd(data, stages, json_path, variants, config, sets):
 @click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
               help="Benchmark on this dataset instead of rendered frames.")
 def bench_cmd(json_path, frames, data):
-    """Pseudo-label speed and memory (DCS vs plain Python, frames/s, peak RSS, 1 vs 2 workers) -> JSON."""
+    """Pseudo-label speed and memory -> JSON: DCS vs plain Python, the kernels' frames/s, the stages end to end
+    (fused vs stage by stage, 1 and 2 workers), a profile of each path's top costs, peak RSS, hashing share."""
     from ...data.store import write_bytes_atomic
     from ..experiments.bench import run_bench
 
     res = run_bench(frames=frames, data=data)
     write_bytes_atomic(json_path, (json.dumps(res, indent=1) + "\n").encode())
-    click.echo(json.dumps({k: v for k, v in res.items() if k not in ("machine", "stages_end_to_end")}, indent=1))
+    click.echo(json.dumps({k: v for k, v in res.items() if k not in ("machine", "stages_end_to_end", "profile")},
+                          indent=1))
+    for name, prof in res["profile"].items():
+        click.echo(f"profile, {name} ({prof['ms_per_frame']:.1f} ms/frame under cProfile): "
+                   + ", ".join(f"{k} {ms:.1f} ms ({100 * share:.0f} %)" for k, ms, share in prof["top"]))
 
 
 @click.command("export")

@@ -18,6 +18,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+LABEL_STAGES = ["frustum", "ccl", "dcs", "spg"]  # what the end-to-end rows run
+
 
 def cpu_model() -> str:
     """CPU model name from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
@@ -107,17 +109,30 @@ def bench_kernels(frames, repeat: int = 5) -> dict:
 
 
 def bench_stages(data: Path, workers_list=(1, 2)) -> dict:
-    """End-to-end stage runner (frames read from Parquet, labels written) over frustum, ccl, dcs, spg."""
+    """End-to-end stage runner (frames read from Parquet, labels written) over frustum, ccl, dcs, spg: fused
+    (one read per frame for all stages, what ``mwsis pseudolabels`` runs) with 1 and 2 workers, and stage by
+    stage with 1 worker (the baseline: every stage reads every frame)."""
     from ..labels.runner import run_stages
 
     out = {}
-    for w in workers_list:
+    for fused, workers in [(False, 1), *((True, w) for w in workers_list)]:
         t = time.perf_counter()
-        res = run_stages(data, ["frustum", "ccl", "dcs", "spg"], workers=w, force=True, show_progress=False)
+        res = run_stages(data, LABEL_STAGES, workers=workers, force=True, show_progress=False, fused=fused)
         dt = time.perf_counter() - t
         frames = sum(r.frames for r in res if r.stage == "spg")
-        out[str(w)] = {"seconds": dt, "frames": frames, "frames_per_s": frames / dt}
+        out[f"{'fused' if fused else 'by_stage'}_{workers}"] = {"seconds": dt, "frames": frames,
+                                                                "frames_per_s": frames / dt}
     return out
+
+
+def profile_stages(data: Path, frames: int) -> dict:
+    """Where the time of one 4-stage ``--force`` run goes, per frame, fused and stage by stage."""
+    from ..labels.runner import run_stages
+    from .profile import profile_costs
+
+    return {name: profile_costs(lambda f=fused: run_stages(data, LABEL_STAGES, force=True, show_progress=False,
+                                                            fused=f), frames)
+            for name, fused in (("fused", True), ("by_stage", False))}
 
 
 def bench_integrity(data: Path) -> dict:
@@ -141,7 +156,7 @@ def bench_integrity(data: Path) -> dict:
     integrity.sha256_file = timed  # this process only, restored below
     try:
         t = time.perf_counter()
-        run_stages(data, ["frustum", "ccl", "dcs", "spg"], workers=1, force=True, show_progress=False)
+        run_stages(data, LABEL_STAGES, workers=1, force=True, show_progress=False)
         dt = time.perf_counter() - t
     finally:
         integrity.sha256_file = plain
@@ -164,7 +179,12 @@ def run_bench(frames: int = 8, seed: int = 0, data: Path | None = None) -> dict:
         result = {"frames": len(loaded), "range_image_shape": list(loaded[0].range_image_shape)}
         result.update(bench_kernels(loaded))
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        result["stages_end_to_end"] = bench_stages(data)
+        result["stages_end_to_end"] = e2e = bench_stages(data)
+        result["stages_frames_per_s"] = e2e["fused_1"]["frames_per_s"]
+        result["stages_by_stage_frames_per_s"] = e2e["by_stage_1"]["frames_per_s"]
+        result["fused_speedup"] = result["stages_frames_per_s"] / result["stages_by_stage_frames_per_s"]
+        result["stages_vs_pipeline"] = result["stages_frames_per_s"] / result["pipeline_frames_per_s"]
+        result["profile"] = profile_stages(data, len(loaded))
         result["integrity"] = bench_integrity(data)
         result["peak_rss_mb_worker"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     result["targets"] = {
@@ -172,6 +192,8 @@ def run_bench(frames: int = 8, seed: int = 0, data: Path | None = None) -> dict:
         "dcs_speedup>=1000": result["dcs_speedup"] >= 1000,
         "dcs_speedup_vs_authors_style>=1000": result["dcs_speedup_vs_authors_style"] >= 1000,
         "pipeline_frames_per_s>=20": result["pipeline_frames_per_s"] >= 20,
+        "dcs_ms_per_frame<=1": result["dcs_ms_per_frame"] <= 1,
+        "stages_vs_pipeline>=0.5": result["stages_vs_pipeline"] >= 0.5,
         "peak_rss_mb<=2048": max(result["peak_rss_mb"], result["peak_rss_mb_worker"]) <= 2048,
         "integrity_hash_share<=0.05": result["integrity"]["hash_share"] <= 0.05,
     }

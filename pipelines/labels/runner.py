@@ -63,10 +63,11 @@ def slice_shards(num_shards: int, shard_index: int | None = None, num_slices: in
 
 
 def shard_inputs(root: Path, stage: str, info, cfg: dict, predictions: dict[str, tuple[str, int]],
-                 verify: bool = False) -> dict:
+                 verify: bool = False, made_here: frozenset[str] = frozenset()) -> dict:
     """Verified checksums of everything a stage's output shard depends on: the frame shard (against the
     manifest), prediction and dependency label shards (against their stamps). Size and mtime guard each
-    one; ``verify`` hashes every byte. A missing or damaged input raises, naming the file."""
+    one; ``verify`` hashes every byte. A missing or damaged input raises, naming the file. ``made_here``:
+    dependencies being written by the caller (a fused pass), left out."""
     from ...data.click_store import click_shard_path
     from ...data.integrity import check_file
     from ...data.prediction_store import round_dir
@@ -87,6 +88,8 @@ def shard_inputs(root: Path, stage: str, info, cfg: dict, predictions: dict[str,
                              f"(make it with `mwsis clicks --data {root} --from ...`)")
         inputs[f"clicks/{source}"] = check_file(path, verify=verify, hint="make the click set again")
     for dep in STAGES[stage].dependencies(cfg):
+        if dep in made_here:
+            continue
         if not label_shard_path(root, dep, info.name).exists():
             raise StoreError(f"{root}/labels/{dep}/{info.name}.parquet: missing; stage '{stage}' needs stage "
                              f"'{dep}' first (run `mwsis stage {dep} --data {root}`)")
@@ -161,7 +164,7 @@ def _label_shard(ds, stage: str, config: StagesConfig, shard_pos: int, force: bo
     clicks = ClickShard(ds, source, info.name) if source is not None else None
 
     def rows():
-        for i, frame in enumerate(ds.shard(shard_pos).iter_frames(images=spec.needs_images)):
+        for i, frame in enumerate(ds.shard(shard_pos).iter_frames(columns=spec.columns)):
             dep_labels = {d: s.labels(i) for d, s in deps.items()}
             for d, lab in dep_labels.items():
                 if lab.frame_id != frame.frame_id:
@@ -189,35 +192,66 @@ def _label_shard(ds, stage: str, config: StagesConfig, shard_pos: int, force: bo
 
 def run_stages(root: Path | str, stages: list[str], config: StagesConfig | dict[str, dict] | None = None,
                shard_positions: list[int] | None = None, workers: int = 1, force: bool = False,
-               show_progress: bool = True, verify: bool = False) -> list[ShardResult]:
+               show_progress: bool = True, verify: bool = False, fused: bool = True) -> list[ShardResult]:
     """Run ``stages`` (plus what they depend on, in graph order) over the given shards.
 
     ``config``: a ``StagesConfig``, or overrides per section such as ``{"spg": {"fg_thresh": 0.05}}``; resolved
-    once here and carried whole to every stage and worker.
+    once here and carried whole to every stage and worker. ``fused``: each shard is read once for all the
+    stages (``fused.run_shard_fused``; the same shards, byte for byte); off: stage by stage, every stage over
+    every shard before the next stage starts.
     """
     ds = open_dataset(root)
     positions = list(range(ds.num_shards)) if shard_positions is None else shard_positions
     config = StagesConfig.resolve(config)
-    results: list[ShardResult] = []
+    order, results = [], []
+    for stage in resolve_order(stages):
+        spec = STAGES[stage]
+        reason = spec.skip_reason(config.sections(spec.sections)) if spec.skip_reason else None
+        if reason:
+            log.warning("stage %s skipped: %s", stage, reason)
+            results.append(ShardResult(stage, "*", "skipped", 0, 0.0, reason))
+        else:
+            order.append(stage)
     # one pool for every stage: spawning workers (imports, JIT cache loads) costs seconds each time
     pool = (ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
             if workers > 1 and len(positions) > 1 else None)
     try:
-        for stage in resolve_order(stages):
-            results += _run_one_stage(ds, stage, config, positions, force, pool, show_progress, verify)
+        if fused and len(order) > 1:
+            results += _run_fused(ds, order, config, positions, force, pool, show_progress, verify)
+        else:
+            for stage in order:
+                results += _run_one_stage(ds, stage, config, positions, force, pool, show_progress, verify)
     finally:
         if pool is not None:
             pool.shutdown()
     return results
 
 
+def _run_fused(ds, stages: list[str], config: StagesConfig, positions: list[int], force: bool, pool,
+               show_progress: bool, verify: bool) -> list[ShardResult]:
+    from .fused import run_shard_fused
+
+    frames = sum(ds.manifest.shards[p].frames for p in positions)
+    with progress_bar(total=frames, unit="frame", desc="+".join(stages), enabled=show_progress) as bar:
+        if pool is None:
+            per_shard = [run_shard_fused(str(ds.root), stages, config, p, force, bar.update, verify, ds)
+                         for p in positions]
+        else:
+            per_shard = []
+            futs = [pool.submit(run_shard_fused, str(ds.root), stages, config, p, force, None, verify)
+                    for p in positions]
+            for fut in as_completed(futs):
+                per_shard.append(fut.result())
+                bar.update(per_shard[-1][0].frames)
+    results = []
+    for stage in stages:
+        results += _log_stage(stage, sorted((r for rs in per_shard for r in rs if r.stage == stage),
+                                            key=lambda r: r.shard))
+    return results
+
+
 def _run_one_stage(ds, stage: str, config: StagesConfig, positions: list[int], force: bool, pool,
                    show_progress: bool, verify: bool = False) -> list[ShardResult]:
-    spec = STAGES[stage]
-    reason = spec.skip_reason(config.sections(spec.sections)) if spec.skip_reason else None
-    if reason:
-        log.warning("stage %s skipped: %s", stage, reason)
-        return [ShardResult(stage, "*", "skipped", 0, 0.0, reason)]
     frames = sum(ds.manifest.shards[p].frames for p in positions)
     with progress_bar(total=frames, unit="frame", desc=stage, enabled=show_progress) as bar:
         if pool is None:
@@ -232,6 +266,10 @@ def _run_one_stage(ds, stage: str, config: StagesConfig, positions: list[int], f
                 bar.update(res.frames)
                 batch.append(res)
             batch.sort(key=lambda r: r.shard)
+    return _log_stage(stage, batch)
+
+
+def _log_stage(stage: str, batch: list[ShardResult]) -> list[ShardResult]:
     for r in batch:
         if r.status == "failed":
             log.error("stage %s shard %s failed: %s", stage, r.shard, r.error)

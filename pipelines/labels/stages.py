@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...data.frame import Frame
+from ...data.schema import IMAGE_COLUMNS, LABELLING_COLUMNS
 from ...data.schema.labels import FrameLabels, LabelMasks
 from ...pseudolabel.clicks3d import Clicks3DConfig, clicks3d_labels
 from ...pseudolabel.points import PointSetConfig
@@ -37,7 +38,8 @@ class StageSpec:
     label_frame: Callable[[Frame, dict, dict, Any], FrameLabels]
     sections: tuple[str, ...] = ("points", "spg")
     depends: tuple[str, ...] = ()
-    needs_images: bool = False
+    # the frame columns the stage reads (a fused pass decodes their union once per frame)
+    columns: tuple[str, ...] = LABELLING_COLUMNS
     setup: Callable[[dict], Any] | None = None  # per process, e.g. load a model once
     skip_reason: Callable[[dict], str | None] | None = None
     doc: str = ""
@@ -206,7 +208,8 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in [
     StageSpec("clicks3d", _clicks3d, sections=("points", "spg", "clicks3d"), depends=("dcs",),
               clicks_fn=lambda cfg: cfg["clicks3d"].source,
               doc="one click per object: seed points, ground removal, 3D growth, ring segments (issue 17)"),
-    StageSpec("sam", _sam, sections=("points", "spg", "sam"), needs_images=True, setup=_sam_setup, skip_reason=_sam_skip,
+    StageSpec("sam", _sam, sections=("points", "spg", "sam"), columns=LABELLING_COLUMNS + IMAGE_COLUMNS,
+              setup=_sam_setup, skip_reason=_sam_skip,
               clicks_fn=lambda cfg: None if cfg["sam"].prompts == "boxes" else cfg["sam"].clicks,
               doc="SAM box-prompt (or click-prompt) masks lifted to points + largest CCL cluster"),
     StageSpec("pvc", _pvc, sections=("pvc",), depends_fn=lambda cfg: (cfg["pvc"].base,), predictions_fn=_pvc_rounds,
