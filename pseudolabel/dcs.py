@@ -61,49 +61,48 @@ def _dcs_authors(ranges, rel_thresh, window_scale, window_min, window_max, windo
         thr, win = _row_params(ranges, m, rel_thresh, window_scale, window_min, window_max, window)
         if thr < 0:
             continue
+        r0, r1 = ranges[0, m], ranges[n_ret - 1, m]  # the row's first and second returns
+        o0, o1 = out[0, m], out[n_ret - 1, m]
+        # One pass: a point's root is decided when the scan reaches it, and roots come in (column,
+        # first-return-first) order, so each root takes the next id at once and a member its root's.
         for i in range(width):
-            a = np.float64(ranges[0, m, i])
+            a = np.float64(r0[i])
             if a > 0:
-                root[i] = i
-                for j in range(1, win):
-                    k = i - j
-                    if k < 0:
-                        break  # no wrap-around
-                    b = np.float64(ranges[0, m, k])
+                f = i
+                for k in range(i - 1, max(i - win + 1, 0) - 1, -1):  # j = 1..W-1, no wrap-around
+                    b = np.float64(r0[k])
                     if b > 0 and abs(a - b) < thr:
-                        root[i] = root[k]
+                        f = root[k]
                         break
                     if n_ret > 1:
-                        b = np.float64(ranges[1, m, k])
+                        b = np.float64(r1[k])
                         if b > 0 and abs(a - b) < thr:
-                            root[i] = root[width + k]
+                            f = root[width + k]
                             break
+                root[i] = f
+                if f == i:
+                    ids[i] = next_id
+                    next_id += 1
+                o0[i] = ids[f]
             if n_ret > 1:
-                a = np.float64(ranges[1, m, i])
+                a = np.float64(r1[i])
                 if a > 0:
-                    root[width + i] = width + i
-                    for j in range(0, win):
-                        k = i - j
-                        if k < 0:
-                            break
-                        b = np.float64(ranges[0, m, k])
+                    f = width + i
+                    for k in range(i, max(i - win + 1, 0) - 1, -1):  # j = 0..W-1
+                        b = np.float64(r0[k])
                         if b > 0 and abs(a - b) < thr:
-                            root[width + i] = root[k]
+                            f = root[k]
                             break
-                        if j > 0:
-                            b = np.float64(ranges[1, m, k])
+                        if k < i:  # j = 0: only the first return of its own column
+                            b = np.float64(r1[k])
                             if b > 0 and abs(a - b) < thr:
-                                root[width + i] = root[width + k]
+                                f = root[width + k]
                                 break
-        # A root always precedes its members in (column, return) order, so one pass numbers everything.
-        for i in range(width):
-            for ret in range(n_ret):
-                if ranges[ret, m, i] > 0:
-                    f = ret * width + i
-                    if root[f] == f:
+                    root[width + i] = f
+                    if f == width + i:
                         ids[f] = next_id
                         next_id += 1
-                    out[ret, m, i] = ids[root[f]]
+                    o1[i] = ids[f]
     return out
 
 

@@ -225,15 +225,16 @@ def frame_claims(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tup
 
 def frame_segments(points: Points, cfg: SPGConfig = SPGConfig(),
                    range_image_shape: tuple[int, int] | None = None,
-                   point_set: PointSetConfig = PAPER_POINTS) -> np.ndarray:
+                   point_set: PointSetConfig = PAPER_POINTS, eligible: np.ndarray | None = None) -> np.ndarray:
     """DCS ring-segment id per point (int32 (N,), -1 outside the DCS point set ``cfg.dcs_points``: the
     ``point_set``'s eligible points, or its range and NLZ filter alone, or every TOP point).
 
     range_image_shape: (M, W) of the TOP range image (``Frame.range_image_shape``); inferred from the
     points when omitted, which is fine for the authors' DCS but may cut the wrap-around of "union_find".
+    ``eligible``: ``point_set.eligible(points)`` when the caller has it already.
     """
     if cfg.dcs_points == "eligible":
-        dcs_set = point_set.eligible(points)
+        dcs_set = point_set.eligible(points) if eligible is None else eligible
     elif cfg.dcs_points in ("in_range", "top"):
         dcs_set = points.laser_id == TOP_LIDAR
         if cfg.dcs_points == "in_range":
@@ -254,30 +255,33 @@ def frame_segments(points: Points, cfg: SPGConfig = SPGConfig(),
 
 def spg_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tuple[int, int]],
               cfg: SPGConfig = SPGConfig(), range_image_shape: tuple[int, int] | None = None,
-              segment_id: np.ndarray | None = None, point_set: PointSetConfig = PAPER_POINTS):
+              segment_id: np.ndarray | None = None, point_set: PointSetConfig = PAPER_POINTS,
+              eligible: np.ndarray | None = None, claims: Claims | None = None):
     """SPG on one frame -> (semantic int8 (N,), instance int32 (N,), segment_id int32 (N,)), N = all points;
     points outside ``point_set`` are ignored (-1, instance 0).
 
-    ``segment_id`` (from ``frame_segments``, e.g. the ``dcs`` stage's output) is computed when omitted.
+    ``segment_id`` (from ``frame_segments``, e.g. the ``dcs`` stage's output) is computed when omitted;
+    ``eligible`` (``point_set.eligible``) and ``claims`` (``frame_claims`` over them) too.
     """
+    eligible = point_set.eligible(points) if eligible is None else eligible
     if segment_id is None:
-        segment_id = frame_segments(points, cfg, range_image_shape, point_set)
-    eligible = point_set.eligible(points)
-    claims = frame_claims(points, boxes2d, image_sizes, eligible)
+        segment_id = frame_segments(points, cfg, range_image_shape, point_set, eligible)
+    claims = frame_claims(points, boxes2d, image_sizes, eligible) if claims is None else claims
     semantic, instance = spg_labels(points.xyz, segment_id, claims, boxes2d.class_id, eligible, points.range, cfg,
                                     box_owner=boxes2d.object_id)
     return semantic, instance, segment_id
 
 
 def frustum_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tuple[int, int]],
-                  cfg: SPGConfig = SPGConfig(), point_set: PointSetConfig = PAPER_POINTS):
+                  cfg: SPGConfig = SPGConfig(), point_set: PointSetConfig = PAPER_POINTS,
+                  eligible: np.ndarray | None = None, claims: Claims | None = None):
     """Raw frustum labels (paper Tab. 4, first "2D Box" row): every point in a box takes that box's class.
 
     A point in several boxes takes the highest box index (the authors' "last box wins"); eligible points
-    in no box are background, non-eligible ones ignored.
+    in no box are background, non-eligible ones ignored. ``eligible`` / ``claims``: as in ``spg_frame``.
     """
-    eligible = point_set.eligible(points)
-    claims = frame_claims(points, boxes2d, image_sizes, eligible)
+    eligible = point_set.eligible(points) if eligible is None else eligible
+    claims = frame_claims(points, boxes2d, image_sizes, eligible) if claims is None else claims
     semantic = np.where(eligible, BACKGROUND, IGNORE).astype(np.int8)
     instance = np.zeros(len(points), np.int32)
     if len(claims):
@@ -289,8 +293,10 @@ def frustum_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tu
 
 
 def ccl_frame(points: Points, boxes2d: Boxes2D, image_sizes: Mapping[int, tuple[int, int]],
-              cfg: SPGConfig = SPGConfig(), point_set: PointSetConfig = PAPER_POINTS):
-    """The CCL baseline on one frame -> (semantic, instance); ``cfg``'s radii and overlap rules."""
-    eligible = point_set.eligible(points)
-    claims = frame_claims(points, boxes2d, image_sizes, eligible)
+              cfg: SPGConfig = SPGConfig(), point_set: PointSetConfig = PAPER_POINTS,
+              eligible: np.ndarray | None = None, claims: Claims | None = None):
+    """The CCL baseline on one frame -> (semantic, instance); ``cfg``'s radii and overlap rules.
+    ``eligible`` / ``claims``: as in ``spg_frame``."""
+    eligible = point_set.eligible(points) if eligible is None else eligible
+    claims = frame_claims(points, boxes2d, image_sizes, eligible) if claims is None else claims
     return ccl_labels(points.xyz, claims, boxes2d.class_id, eligible, points.range, cfg, box_owner=boxes2d.object_id)

@@ -32,7 +32,7 @@ from ...data.locks import exclusive_lock, remove_stale_temps, tidy_temps
 from ...data.prediction_store import PredictionShard
 from ...data.store import StoreError, WriteError, open_dataset
 from .runner import ShardResult, _expected, shard_inputs
-from .stages import STAGES
+from .stages import SHARED, STAGES, FrameShared
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,9 @@ class _StagePlan:
         self.writer = stack.enter_context(LabelShardWriter(ds.root, stage, info.name, record=record))
 
     def label(self, i: int, frame, made: dict):
-        """This stage's labels of frame ``i``; ``made``: the labels of the stages already run on it."""
-        deps = {}
+        """This stage's labels of frame ``i``; ``made``: the labels of the stages already run on it, and the
+        frame's ``FrameShared``."""
+        deps = {SHARED: made[SHARED]}
         for d in self.deps:
             if d in made:
                 deps[d] = made[d]
@@ -157,7 +158,7 @@ def _pass(ds, todo: list[str], config, shard_pos: int, tick) -> dict[str, tuple[
         done = 0
         try:
             for i, frame in enumerate(ds.shard(shard_pos).iter_frames(columns=tuple(columns))):
-                made = {}
+                made = {SHARED: FrameShared(frame)}  # eligibility and box association, once per frame
                 for stage, plan in plans.items():
                     if stage in failed:
                         continue

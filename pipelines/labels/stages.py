@@ -29,7 +29,7 @@ from ...pseudolabel.clicks3d import Clicks3DConfig, clicks3d_labels
 from ...pseudolabel.points import PointSetConfig
 from ...pseudolabel.pvc import PVCConfig, pvc_vote
 from ...pseudolabel.sam import SAMConfig, sam_frame, sam_predictor
-from ...pseudolabel.spg import SPGConfig, ccl_frame, frame_segments, frustum_frame, spg_frame
+from ...pseudolabel.spg import SPGConfig, ccl_frame, frame_claims, frame_segments, frustum_frame, spg_frame
 
 
 @dataclass(frozen=True)
@@ -121,22 +121,60 @@ def one_instance_per_object(instance: np.ndarray, object_id: np.ndarray) -> np.n
     return canon[instance]
 
 
+SHARED = "shared"  # the key of ``FrameShared`` in a stage's ``deps``
+
+
+class FrameShared:
+    """What several stages compute alike on one frame (the eligible points, their association with the 2D
+    boxes), made once per frame and point set. The runner gives every stage of a fused pass the same one
+    (``deps[SHARED]``); stage by stage each stage gets its own. Per frame, not global: nothing outlives it."""
+
+    def __init__(self, frame: Frame):
+        self.frame = frame
+        self._eligible: dict = {}
+        self._claims: dict = {}
+
+    def eligible(self, point_set: PointSetConfig) -> np.ndarray:
+        if point_set not in self._eligible:
+            self._eligible[point_set] = point_set.eligible(self.frame.points)
+        return self._eligible[point_set]
+
+    def claims(self, point_set: PointSetConfig):
+        if point_set not in self._claims:
+            f = self.frame
+            self._claims[point_set] = frame_claims(f.points, f.boxes2d, f.image_sizes, self.eligible(point_set))
+        return self._claims[point_set]
+
+    def given(self, point_set: PointSetConfig) -> dict:
+        """The keyword arguments ``frustum_frame``, ``ccl_frame`` and ``spg_frame`` take them as."""
+        return {"eligible": self.eligible(point_set), "claims": self.claims(point_set)}
+
+
+def _shared(frame: Frame, deps: dict) -> FrameShared:
+    return deps.get(SHARED) or FrameShared(frame)
+
+
 def _labels(frame: Frame, sem, inst, **extra) -> FrameLabels:
     return FrameLabels(frame.frame_id, semantic=sem, instance=one_instance_per_object(inst, frame.boxes2d.object_id),
                        **extra)
 
 
 def _frustum(frame, deps, cfg, ctx):
-    return _labels(frame, *frustum_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"], cfg["points"]))
+    given = _shared(frame, deps).given(cfg["points"])
+    return _labels(frame, *frustum_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"], cfg["points"],
+                                         **given))
 
 
 def _ccl(frame, deps, cfg, ctx):
-    return _labels(frame, *ccl_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"], cfg["points"]))
+    given = _shared(frame, deps).given(cfg["points"])
+    return _labels(frame, *ccl_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"], cfg["points"],
+                                     **given))
 
 
 def _dcs(frame, deps, cfg, ctx):
+    eligible = _shared(frame, deps).eligible(cfg["points"]) if cfg["spg"].dcs_points == "eligible" else None
     return FrameLabels(frame.frame_id, segment=frame_segments(frame.points, cfg["spg"], frame.range_image_shape,
-                                                                     cfg["points"]))
+                                                              cfg["points"], eligible))
 
 
 def _spg(frame, deps, cfg, ctx):
@@ -144,7 +182,7 @@ def _spg(frame, deps, cfg, ctx):
     if seg is None or seg.shape[0] != len(frame.points):
         raise ValueError(f"labels/dcs: segment ids missing or of wrong length for {len(frame.points)} points")
     sem, inst, _ = spg_frame(frame.points, frame.boxes2d, frame.image_sizes, cfg["spg"], segment_id=seg,
-                             point_set=cfg["points"])
+                             point_set=cfg["points"], **_shared(frame, deps).given(cfg["points"]))
     return _labels(frame, sem, inst, segment=seg)
 
 
@@ -152,7 +190,7 @@ def _clicks3d(frame, deps, cfg, ctx):
     seg = deps["dcs"].segment
     if seg is None or seg.shape[0] != len(frame.points):
         raise ValueError(f"labels/dcs: segment ids missing or of wrong length for {len(frame.points)} points")
-    eligible = cfg["points"].eligible(frame.points)
+    eligible = _shared(frame, deps).eligible(cfg["points"])
     sem, inst = clicks3d_labels(frame.points, deps["clicks"], eligible, seg, cfg["clicks3d"])
     return FrameLabels(frame.frame_id, semantic=sem, instance=inst, segment=seg)  # instance: click index + 1
 
