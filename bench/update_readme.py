@@ -19,7 +19,8 @@ PROBES = {"regime-2d": "probe_2d.py",  # one-seed probes that chose (or failed t
           "twist-labels": "twist_labels.py",  # label-side ablations outside the experiment rows
           "clicks-labels": "clicks_labels.py",
           "kitti-presets": "kitti_presets.py",  # issue 18: the kitti preset against the Waymo defaults
-          "nuscenes-preset": "nuscenes_preset.py"}  # issue 18: SPG's window and radii on a 32-beam sensor
+          "nuscenes-preset": "nuscenes_preset.py",  # issue 18: SPG's window and radii on a 32-beam sensor
+          "bench-pseudolabels": "bench_table.py"}  # issue 19: `mwsis bench`, fused stages against stage by stage
 
 
 def renderer(script: str):

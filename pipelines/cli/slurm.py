@@ -35,6 +35,7 @@ def slurm():
 
     \b
     mwsis slurm pseudolabels --data D   one array job per stage, chained by the stage graph
+                                        (--fused: one job, every stage in one pass per shard)
     mwsis slurm status --data D         shards done / running / pending / failed per stage, failed logs
     mwsis slurm resume --data D         resubmit only the shards that are not done
     mwsis slurm train-3d --data D --out RUN --nodes N --gpus-per-node G    srun + torchrun, requeued on USR1
@@ -148,7 +149,7 @@ def _submit(data: Path, jobs: list[StageJob], args_of, opts: SbatchOptions, max_
             deps = [f"<jobid-of-{d}>" for d in job.after]  # known only once submitted
             click.echo(f"# ---- stage {job.stage}: sbatch {S.SLURM_DIR}/scripts/NNNN-{job.stage}.sbatch "
                        "(dry run: nothing submitted)")
-            click.echo(S.render_script(job, str(data), opts, command, args_of(job.stage)[0], deps))
+            click.echo(S.render_script(job, str(data), opts, command, args_of(job.labels[0])[0], deps))
         return
     S.require("sbatch", data)
     rec = {"id": S.next_record_id(data), "kind": kind,
@@ -156,7 +157,7 @@ def _submit(data: Path, jobs: list[StageJob], args_of, opts: SbatchOptions, max_
            "dataset": str(data), "sbatch": {**asdict(opts), "max_tasks": max_tasks}, "jobs": []}
     ids: dict[str, str] = {}
     for job in jobs:
-        stage_args, config, sets = args_of(job.stage)
+        stage_args, config, sets = args_of(job.labels[0])  # a fused job's stages share one config
         script = S.render_script(job, str(data), opts, command, stage_args, [ids[d] for d in job.after])
         path = data / S.SLURM_DIR / "scripts" / f"{rec['id']:04d}-{job.stage}.sbatch"
         write_bytes_atomic(path, script.encode())
@@ -167,12 +168,14 @@ def _submit(data: Path, jobs: list[StageJob], args_of, opts: SbatchOptions, max_
             sent = ", ".join(f"{s} (job {j})" for s, j in ids.items())
             raise SlurmError(f"{e}" + (f"\nalready submitted: {sent}; cancel with `scancel "
                                        f"{' '.join(ids.values())}` or let them run" if ids else "")) from e
-        rec["jobs"].append({"stage": job.stage, "job_id": ids[job.stage], "after": [ids[d] for d in job.after],
+        rec["jobs"].append({"stage": job.stage, **({"stages": list(job.stages)} if job.stages else {}),
+                            "job_id": ids[job.stage], "after": [ids[d] for d in job.after],
                             "tasks": [list(t) for t in job.tasks], "config": config, "sets": sets,
                             "script": str(path), "log": str(S.log_dir(data, job.stage) / "%A_%a.out")})
         S.write_record(data, rec)
         after = f", after {', '.join(f'{d} ({ids[d]})' for d in job.after)}" if job.after else ""
-        click.echo(f"stage {job.stage}: job {ids[job.stage]}, {len(job.tasks)} tasks over "
+        what = f"stages {', '.join(job.stages)} (one pass per shard)" if job.stages else f"stage {job.stage}"
+        click.echo(f"{what}: job {ids[job.stage]}, {len(job.tasks)} tasks over "
                    f"{sum(map(len, job.tasks))} shards{after}")
     click.echo(f"recorded in {S.submissions_dir(data)}/{rec['id']:04d}.json; "
                f"follow with `mwsis slurm status --data {data}`")
@@ -203,13 +206,18 @@ def _data_option(f):
               help="Config override passed to every task, e.g. --set spg.fg_thresh=0.05 (repeatable).")
 @click.option("--sam-checkpoint", default=None, envvar="SAM_CHECKPOINT",
               help="SAM weights for the sam stage (without them it is skipped).")
+@click.option("--fused", is_flag=True,
+              help="One array job for all the stages: each task runs them in one pass per shard, reading each "
+                   "frame once (`mwsis pseudolabels --shards LIST`); the same label shards.")
 @_sbatch_options
-def pseudolabels_cmd(data, stages, config, sets, sam_checkpoint, dry_run, **sbatch):
+def pseudolabels_cmd(data, stages, config, sets, sam_checkpoint, fused, dry_run, **sbatch):
     """Submit the pseudo-label stages: one array job per stage, each task labelling its slice of shards.
 
     Each task runs `mwsis stage NAME --data DATA --shards LIST`. A stage that needs another (spg needs
     dcs) waits with --dependency=afterok on it; the others start at once. Tasks skip shards that are
     already up to date. Task logs: DATA/slurm/logs/STAGE/JOB_TASK.out. --dry-run prints the scripts.
+    With --fused, one array job runs every stage (logs under DATA/slurm/logs/STAGE+STAGE+…/); status and
+    resume still count each stage's shards.
     """
     from ..slurm import stages as S
 
@@ -237,7 +245,9 @@ def pseudolabels_cmd(data, stages, config, sets, sam_checkpoint, dry_run, **sbat
 
     n = open_dataset(root).num_shards
     opts, max_tasks = _options(None, **sbatch)
-    jobs = S.plan_jobs({s: list(range(n)) for s in order}, {s: _dependencies(s, overrides) for s in order}, max_tasks)
+    positions = {s: list(range(n)) for s in order}
+    jobs = (S.plan_fused_job(positions, max_tasks) if fused else
+            S.plan_jobs(positions, {s: _dependencies(s, overrides) for s in order}, max_tasks))
     records = [] if dry_run else S.load_records(root)
     if records:
         _refuse_if_live(root, records)
@@ -253,7 +263,7 @@ def _recorded(root: Path) -> tuple[list[dict], dict[str, dict]]:
     if not records:
         raise SlurmError(f"{root}/{S.SLURM_DIR}: no submissions recorded; submit with "
                          f"`mwsis slurm pseudolabels --data {root}`")
-    newest = {j["stage"]: j for r in records for j in r["jobs"]}
+    newest = {s: j for r in records for j in r["jobs"] for s in S.job_stages(j)}
     return records, newest
 
 
@@ -265,7 +275,8 @@ def _status(root: Path) -> dict:
     n, done = _done_shards(root, stages, lambda s: _overrides(newest[s]["config"], newest[s]["sets"]))
     queue = S.queue_states(root)
     acct = S.accounting_states(sorted({j["job_id"] for r in records for j in r["jobs"]}))
-    return S.classify(str(root), n, done, records, queue, acct, S.read_exit_codes(root, stages))
+    logs = {j["stage"] for r in records for j in r["jobs"]}  # log directories: a stage's, or a fused group's
+    return S.classify(str(root), n, done, records, queue, acct, S.read_exit_codes(root, logs))
 
 
 @slurm.command("status")
@@ -291,8 +302,11 @@ def status_cmd(data, as_json):
 @slurm.command("resume")
 @_data_option
 @click.option("--stages", default=None, help="Only these recorded stages (and the incomplete ones they need).")
+@click.option("--fused/--per-stage", default=None,
+              help="One array job for every incomplete stage (one pass per shard), or one per stage. "
+                   "[default: as the newest submission]")
 @_sbatch_options
-def resume_cmd(data, stages, dry_run, **sbatch):
+def resume_cmd(data, stages, fused, dry_run, **sbatch):
     """Resubmit only what is not done: per stage, the shards whose label shard is missing or out of date.
 
     Stages chain as before (afterok); a dependency that is already complete is not resubmitted and
@@ -322,7 +336,10 @@ def resume_cmd(data, stages, dry_run, **sbatch):
     n, done = _done_shards(root, order, overrides_of)
     positions = {s: [p for p in range(n) if p not in done[s]] for s in order}
     opts, max_tasks = _options(records[-1].get("sbatch"), **sbatch)
-    jobs = S.plan_jobs(positions, {s: _dependencies(s, overrides_of(s)) for s in order}, max_tasks)
+    if fused is None:
+        fused = any("stages" in j for j in records[-1]["jobs"])
+    jobs = (S.plan_fused_job(positions, max_tasks) if fused else
+            S.plan_jobs(positions, {s: _dependencies(s, overrides_of(s)) for s in order}, max_tasks))
     if not jobs:
         click.echo(f"nothing to resubmit: {', '.join(order)} up to date on all {n} shards")
         return

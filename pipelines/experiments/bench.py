@@ -164,9 +164,12 @@ def bench_integrity(data: Path) -> dict:
 
 
 def run_bench(frames: int = 8, seed: int = 0, data: Path | None = None) -> dict:
+    import sys
+
     from ...data.store import open_dataset
     from ..convert.synth import synth_dataset
 
+    t0, load_start = time.time(), list(os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         if data is None:
             data = Path(tmp) / "waymo"
@@ -197,5 +200,8 @@ def run_bench(frames: int = 8, seed: int = 0, data: Path | None = None) -> dict:
         "peak_rss_mb<=2048": max(result["peak_rss_mb"], result["peak_rss_mb_worker"]) <= 2048,
         "integrity_hash_share<=0.05": result["integrity"]["hash_share"] <= 0.05,
     }
-    result["machine"] = machine_info()
+    # the load says whether the speeds compare with another run's (a busy machine slows every row)
+    result["machine"] = {**machine_info(), "load_avg_start": load_start, "load_avg_end": list(os.getloadavg())}
+    result.update(command=" ".join(["mwsis", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("mwsis") else
+                  " ".join(sys.argv), seconds=time.time() - t0, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     return result

@@ -52,11 +52,20 @@ class SbatchOptions:
 
 @dataclass(frozen=True)
 class StageJob:
-    """One array job: task ``i`` labels shard positions ``tasks[i]``; starts after stages ``after``."""
+    """One array job: task ``i`` labels shard positions ``tasks[i]``; starts after stages ``after``.
+
+    ``stages``: a fused job (``plan_fused_job``): each task runs all of them in one pass per shard
+    (``mwsis pseudolabels --shards``); ``stage`` then names the group (scripts, logs, job name)."""
 
     stage: str
     tasks: tuple[tuple[int, ...], ...]
     after: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ()
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The stages whose shards this job writes."""
+        return self.stages or (self.stage,)
 
 
 # ------------------------------------------------------------------------------------------- the plan
@@ -80,6 +89,19 @@ def plan_jobs(positions: dict[str, list[int]], dependencies: dict[str, tuple[str
     planned = [s for s, ps in positions.items() if ps]
     return [StageJob(s, split_tasks(positions[s], max_tasks),
                      tuple(d for d in dependencies.get(s, ()) if d in planned)) for s in planned]
+
+
+def plan_fused_job(positions: dict[str, list[int]], max_tasks: int) -> list[StageJob]:
+    """One array job for every stage of ``positions`` (dependencies first): its tasks cover the shards any
+    stage still needs, and each task's pass skips the stages that are current on a shard."""
+    stages = [s for s, ps in positions.items() if ps]
+    union = sorted({p for s in stages for p in positions[s]})
+    return [StageJob("+".join(stages), split_tasks(union, max_tasks), (), tuple(stages))] if stages else []
+
+
+def job_stages(job: dict) -> list[str]:
+    """The stages a recorded job entry labels (a fused job: several; its ``stage`` names the group)."""
+    return list(job.get("stages") or [job["stage"]])
 
 
 def array_spec(num_tasks: int, parallelism: int | None) -> str:
@@ -114,10 +136,16 @@ def render_script(job: StageJob, data: str, opts: SbatchOptions, command: list[s
         sb.append("--dependency=afterok:" + ":".join(dependency_ids))
     sb += list(opts.extra)
     shards = sum(len(t) for t in job.tasks)
-    call = " ".join(shlex.quote(a) for a in [*command, "stage", job.stage, "--data", data])
+    if job.stages:  # one pass per shard for every stage (each frame read once); the quality table is not wanted
+        call = " ".join(shlex.quote(a) for a in [*command, "pseudolabels", "--stages", ",".join(job.stages),
+                                                  "--data", data, "--no-eval"])
+        what = f"stages {', '.join(job.stages)} in one pass per shard"
+    else:
+        call = " ".join(shlex.quote(a) for a in [*command, "stage", job.stage, "--data", data])
+        what = f"stage '{job.stage}'"
     extra = "".join(" " + shlex.quote(a) for a in stage_args)
     lines = ["#!/bin/bash",
-             f"# mwsis pseudo-label stage '{job.stage}': {len(job.tasks)} array tasks over {shards} shards of {data}.",
+             f"# mwsis pseudo-label {what}: {len(job.tasks)} array tasks over {shards} shards of {data}.",
              "# Written by `mwsis slurm`. Task i labels the shard positions (manifest.json order) SHARDS[i];",
              "# shards that are already up to date are skipped.",
              *(f"#SBATCH {shlex.quote(o) if ' ' in o else o}" for o in sb),
@@ -239,14 +267,16 @@ def read_exit_codes(data: Path | str, stages) -> dict[str, int]:
 
 # ------------------------------------------------------------------------------------------ status
 
-def latest_assignments(records: list[dict]) -> dict[str, dict[int, tuple[str, int]]]:
-    """{stage: {shard position: (job id, task id)}}: the newest task that was given each shard."""
-    out: dict[str, dict[int, tuple[str, int]]] = {}
+def latest_assignments(records: list[dict]) -> dict[str, dict[int, tuple[str, int, str]]]:
+    """{stage: {shard position: (job id, task id, log directory name)}}: the newest task that was given each
+    shard (a fused job gives it for all its stages; its logs are under the group's name)."""
+    out: dict[str, dict[int, tuple[str, int, str]]] = {}
     for rec in records:
         for job in rec["jobs"]:
             for task, positions in enumerate(job["tasks"]):
                 for p in positions:
-                    out.setdefault(job["stage"], {})[p] = (job["job_id"], task)
+                    for stage in job_stages(job):
+                        out.setdefault(stage, {})[p] = (job["job_id"], task, job["stage"])
     return out
 
 
@@ -293,9 +323,9 @@ def classify(data: str, num_shards: int, done: dict[str, set[int]], records: lis
             if p not in assigned.get(stage, {}):
                 counts["missing"] += 1
                 continue
-            job, task = assigned[stage][p]
+            job, task, logs = assigned[stage][p]
             key = f"{job}_{task}"
-            log = task_log(data, stage, job, task)
+            log = task_log(data, logs, job, task)
             kind, state = task_state(key, queue, acct, exits, log.exists())
             if kind != "ended":
                 counts[kind] += 1

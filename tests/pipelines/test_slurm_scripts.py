@@ -89,6 +89,38 @@ def test_dry_run_prints_chained_scripts_and_writes_nothing(ds):
     assert "stage sam" not in r.output and not (ds / "slurm").exists()
 
 
+def test_fused_dry_run_is_one_job_running_every_stage_per_shard(ds):
+    r = _cli("slurm", "pseudolabels", "--data", ds, "--stages", "spg,frustum", "--fused", "--dry-run",
+             "--set", "spg.fg_thresh=0.2")
+    scripts = r.output.split("# ---- stage")[1:]
+    assert len(scripts) == 1 and scripts[0].split(":")[0].strip() == "frustum+dcs+spg"
+    assert "pseudolabels --stages frustum,dcs,spg --data" in scripts[0] and "--no-eval" in scripts[0]
+    assert '--shards "${SHARDS[$SLURM_ARRAY_TASK_ID]}" --set spg.fg_thresh=0.2' in scripts[0]
+    assert "--dependency" not in scripts[0] and "logs/frustum+dcs+spg/%A_%a.out" in scripts[0]
+
+
+def test_resume_of_a_fused_submission_stays_fused_and_covers_every_incomplete_shard(ds):
+    _cli("stage", "dcs", "--data", ds, "--shards", "0")
+    rec = {"id": 1, "kind": "pseudolabels", "dataset": str(ds), "sbatch": {"max_tasks": 5},
+           "jobs": [{"stage": "dcs+spg", "stages": ["dcs", "spg"], "job_id": "10", "after": [],
+                     "tasks": [[0], [1]], "config": None, "sets": [], "script": "", "log": ""}]}
+    S.write_record(ds, rec)
+    r = _cli("slurm", "resume", "--data", ds, "--dry-run")
+    scripts = r.output.split("# ---- stage")[1:]
+    assert len(scripts) == 1 and "pseudolabels --stages dcs,spg" in scripts[0] and "SHARDS=(0 1)" in scripts[0]
+    r = _cli("slurm", "resume", "--data", ds, "--dry-run", "--per-stage")
+    assert [s.split(":")[0].strip() for s in r.output.split("# ---- stage")[1:]] == ["dcs", "spg"]
+
+
+def test_classify_counts_a_fused_jobs_shards_for_each_stage(tmp_path):
+    rec = [{"jobs": [{"stage": "dcs+spg", "stages": ["dcs", "spg"], "job_id": "7", "tasks": [[0], [1]]}]}]
+    st = S.classify(str(tmp_path), 2, {"dcs": {0, 1}, "spg": {0}}, rec, {}, None, {"7_1": 1})
+    assert st["stages"]["dcs"]["done"] == 2 and st["stages"]["spg"]["failed"] == 1
+    assert st["failed_tasks"] == [{"stage": "spg", "job_id": "7", "task_id": 1, "state": "FAILED (exit 1)",
+                                   "shards": [1], "log": str(tmp_path / "slurm" / "logs" / "dcs+spg" / "7_1.out"),
+                                   "log_exists": False}]
+
+
 def test_missing_sbatch_names_the_command_and_the_local_way(ds, tmp_path):
     r = _cli("slurm", "pseudolabels", "--data", ds, "--stages", "frustum", ok=False,
              env={"PATH": str(tmp_path)})

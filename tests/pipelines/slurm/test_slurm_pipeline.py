@@ -90,6 +90,23 @@ def test_pseudolabels_on_slurm_match_a_local_run(slurm_env, tmp_path):
     assert "nothing to resubmit" in r.output and not (data / "slurm" / "submissions" / "0002.json").exists()
 
 
+def test_fused_pseudolabels_on_slurm_match_a_local_stage_by_stage_run(slurm_env, tmp_path):
+    """--fused: one array job, each task one pass per shard for every stage; the same bytes as a local
+    stage-by-stage run, and status counts each stage."""
+    data, local = _dataset(tmp_path, 3)
+    r = _cli("slurm", "pseudolabels", "--data", data, "--fused", "--max-tasks", 2)
+    assert "stages frustum, ccl, dcs, spg (one pass per shard): job" in r.output, r.output
+    _cli("pseudolabels", "--data", local, "--no-eval", "--stage-by-stage")
+    st = _wait_quiet(data, slurm_env)
+    assert st["complete"] and not st["failed_tasks"], st
+    assert set(st["stages"]) == {"frustum", "ccl", "dcs", "spg"}
+    assert len(_labels(local)) == 12 and _labels(data) == _labels(local)
+    rec = json.loads((data / "slurm" / "submissions" / "0001.json").read_text())
+    assert [(j["stages"], j["tasks"]) for j in rec["jobs"]] == [(["frustum", "ccl", "dcs", "spg"], [[0], [1, 2]])]
+    assert sorted(p.name for p in (data / "slurm" / "logs" / "frustum+ccl+dcs+spg").glob("*.exit")) == [
+        f"{rec['jobs'][0]['job_id']}_{t}.exit" for t in (0, 1)]
+
+
 def test_killed_task_is_reported_and_resume_completes_it(slurm_env, tmp_path):
     data, local = _dataset(tmp_path, 3)
     _cli("pseudolabels", "--data", local, "--stages", "spg", "--no-eval")
