@@ -99,43 +99,11 @@ def _create_temp(dest: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(dest: Path | str, before_rename=None):
-    """Yield a temporary path beside ``dest``; on success fsync and rename it onto ``dest``.
-
-    ``before_rename(tmp)`` runs after the fsync, before the rename (``integrity.sealer`` records the checksum
-    there, so that a failure leaves the old file and its old record together).
-
-    On any error the temporary file is removed and ``dest`` is untouched; OS errors of the write (disk full,
-    permission denied) become ``WriteError`` naming ``dest``. A process killed inside the block leaves only the
-    hidden temp file: readers open final names only, and ``remove_stale_temps`` deletes it under the lock.
-    """
-    dest = Path(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _create_temp(dest)
-    except OSError as e:
-        raise WriteError(dest, os_error_reason(e)) from e
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        if before_rename is not None:
-            before_rename(tmp)
-        os.replace(tmp, dest)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and _is_write_failure(e, (str(tmp), str(dest))):
-            raise WriteError(dest, os_error_reason(e)) from e
-        raise
-    _fsync_dir(dest.parent)
-
-
-@contextlib.contextmanager
 def scratch_path(dest: Path | str):
-    """Yield a hidden temporary path beside ``dest`` that is always deleted at the end: work space of a
-    writer of ``dest`` (named like ``atomic_path``'s temp files, so a killed writer's leftover is removed
-    with them by ``locks.remove_stale_temps``). OS errors while creating it become ``WriteError``."""
+    """Yield a hidden temporary path beside ``dest`` that is deleted at the end unless the block renamed it
+    away: work space of a writer of ``dest`` (named like every temp file of ``dest``, so a killed writer's
+    leftover is removed by ``locks.remove_stale_temps``). OS errors of the write (disk full, permission
+    denied) become ``WriteError`` naming ``dest``."""
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -149,8 +117,31 @@ def scratch_path(dest: Path | str):
             raise WriteError(dest, os_error_reason(e)) from e
         raise
     finally:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # gone already after a successful rename
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path | str, before_rename=None):
+    """Yield a temporary path beside ``dest``; on success fsync and rename it onto ``dest``.
+
+    ``before_rename(tmp)`` runs after the fsync, before the rename (``integrity.sealer`` records the checksum
+    there, so that a failure leaves the old file and its old record together).
+
+    On any error the temporary file is removed and ``dest`` is untouched; OS errors of the write (disk full,
+    permission denied) become ``WriteError`` naming ``dest`` (``scratch_path``). A process killed inside the
+    block leaves only the hidden temp file: readers open final names only, and ``remove_stale_temps``
+    deletes it under the lock.
+    """
+    dest = Path(dest)
+    with scratch_path(dest) as tmp:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename(tmp)
+        os.replace(tmp, dest)
+    _fsync_dir(dest.parent)
 
 
 def write_bytes_atomic(dest: Path | str, data: bytes) -> None:
