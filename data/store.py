@@ -33,7 +33,11 @@ from .validate import FrameError, validate_frame
 
 MANIFEST = "manifest.json"
 FRAMES_DIR = "frames"
-PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, write_statistics=False)
+# Every shard (frames, labels, predictions, clicks). No dictionary encoding: per-point floats and ids are
+# almost all distinct, so Parquet builds a dictionary per page only to give up on it. Measured on waymo
+# frames (issue 19, the loaded 2-core development machine): a frame shard writes 4.5x faster (213 -> 48 ms
+# per frame), reads 25 % faster and is 23 % smaller; label shards write 30 % faster and are 32 % smaller.
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, write_statistics=False, use_dictionary=False)
 
 log = logging.getLogger(__name__)
 
