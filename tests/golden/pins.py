@@ -4,7 +4,8 @@
 model), a fixed-seed tiny 3D run (its PVC round writes ``labels/pvc``) and a fixed-seed tiny 2D run, and
 returns the sha256 of every frame and label shard and the runs' ``metrics.csv`` rows. ``pins.json`` holds
 what the code gave before the refactor (recorded with ``python tests/golden/pins.py``, on the development
-machine); ``tests/test_golden.py`` compares.
+machine), recorded again when issue 19 changed the shards' Parquet encoding and no value (see its
+``about``); ``tests/test_golden.py`` compares.
 
 Frame shards are pinned too: if they differ, the synthetic renderer (or this machine's floating point)
 changed, and the label pins say nothing until that is understood.
@@ -65,8 +66,8 @@ def platform_of(pins: dict, now: dict) -> dict | None:
 
 if __name__ == "__main__":
     # python tests/golden/pins.py COMMIT: adds (or replaces) this platform's entry. Run it from a checkout of
-    # the pinned code (commit 6751b83 has the pre-refactor code with this script's first version), so that the
-    # new entry pins what that code writes here, not what today's code writes.
+    # the pinned commit (the one in the entries: issue 19's encoding change), so that the new entry pins what
+    # that code writes here, not what today's code writes.
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
