@@ -187,6 +187,9 @@ def run_bench(frames: int = 8, seed: int = 0, data: Path | None = None) -> dict:
         result["stages_by_stage_frames_per_s"] = e2e["by_stage_1"]["frames_per_s"]
         result["fused_speedup"] = result["stages_frames_per_s"] / result["stages_by_stage_frames_per_s"]
         result["stages_vs_pipeline"] = result["stages_frames_per_s"] / result["pipeline_frames_per_s"]
+        # the record's rows (docs/experiments/bench-pseudolabels.json): each end-to-end path beside the kernels
+        result["rows"] = [{"name": "kernels in memory", "frames_per_s": result["pipeline_frames_per_s"]},
+                          *({"name": k, **v} for k, v in e2e.items())]
         result["profile"] = profile_stages(data, len(loaded))
         result["integrity"] = bench_integrity(data)
         result["peak_rss_mb_worker"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
