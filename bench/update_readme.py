@@ -14,7 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RENDERERS = {"experiment-3d": "experiment_3d.py", "experiment-2d": "experiment_2d.py",
-             "experiment-twist": "experiment_3d.py"}  # TWIST's rows (issue 14), the 3D experiment's table
+             "experiment-twist": "experiment_3d.py",  # TWIST's rows (issue 14), the 3D experiment's table
+             "joint-2d-to-3d": "experiment_3d.py"}  # issue 16: CSCS 2D -> 3D forms against a noisy 2D oracle
 PROBES = {"regime-2d": "probe_2d.py",  # one-seed probes that chose (or failed to choose) a regime
           "twist-labels": "twist_labels.py",  # label-side ablations outside the experiment rows
           "clicks-labels": "clicks_labels.py",
