@@ -156,8 +156,9 @@ def _pass(ds, todo: list[str], config, shard_pos: int, tick) -> dict[str, tuple[
                 failed[stage] = _fail(e, stage, info.name)
         columns = sorted({c for p in plans.values() for c in p.spec.columns}, key=_column_order)
         done = 0
+        frames = ds.shard(shard_pos).iter_frames(columns=tuple(columns)) if plans else ()  # nothing to read
         try:
-            for i, frame in enumerate(ds.shard(shard_pos).iter_frames(columns=tuple(columns))):
+            for i, frame in enumerate(frames):
                 made = {SHARED: FrameShared(frame)}  # eligibility and box association, once per frame
                 for stage, plan in plans.items():
                     if stage in failed:
