@@ -246,7 +246,9 @@ def _run_fused(ds, stages: list[str], config: StagesConfig, positions: list[int]
     results = []
     for stage in stages:
         results += _log_stage(stage, sorted((r for rs in per_shard for r in rs if r.stage == stage),
-                                            key=lambda r: r.shard))
+                                            key=lambda r: r.shard), timed=False)
+    log.info("fused passes: stages %s over %d shards, %.1f s", ",".join(stages), len(per_shard),
+             sum(rs[0].seconds for rs in per_shard if rs))
     return results
 
 
@@ -269,13 +271,16 @@ def _run_one_stage(ds, stage: str, config: StagesConfig, positions: list[int], f
     return _log_stage(stage, batch)
 
 
-def _log_stage(stage: str, batch: list[ShardResult]) -> list[ShardResult]:
+def _log_stage(stage: str, batch: list[ShardResult], timed: bool = True) -> list[ShardResult]:
+    """Log a stage's failures and counts; ``timed``: with its seconds (a fused pass times all stages at once,
+    so its stages are logged without, and the passes once)."""
     for r in batch:
         if r.status == "failed":
             log.error("stage %s shard %s failed: %s", stage, r.shard, r.error)
-    log.info("stage %s: %d shards written, %d up to date, %d failed (%d frames, %.1f s)", stage,
+    log.info("stage %s: %d shards written, %d up to date, %d failed (%d frames%s)", stage,
              sum(r.status == "done" for r in batch), sum(r.status == "skipped" for r in batch),
-             sum(r.status == "failed" for r in batch), sum(r.frames for r in batch), sum(r.seconds for r in batch))
+             sum(r.status == "failed" for r in batch), sum(r.frames for r in batch),
+             f", {sum(r.seconds for r in batch):.1f} s" if timed else "")
     return batch
 
 
