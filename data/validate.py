@@ -37,8 +37,10 @@ def validate_frame(frame: Frame, box_tolerance_px: float = 1.0, on_read: bool = 
     expected = {"intensity": (n,), "elongation": (n,), "range": (n,), "return_index": (n,), "laser_id": (n,),
                 "row": (n,), "col": (n,), "nlz": (n,), "cam_id": (n, 2), "cam_uv": (n, 2, 2), "xyz": (n, 3)}
     for name, shape in expected.items():
-        if on_read and getattr(p, name) is None and name in ("intensity", "elongation"):
-            continue  # read without it (schema.frames.OPTIONAL_COLUMNS)
+        if getattr(p, name) is None:
+            if on_read and name in ("intensity", "elongation"):
+                continue  # read without it (schema.frames.OPTIONAL_COLUMNS)
+            fail(f"points.{name}", "missing (None)")
         if getattr(p, name).shape != shape:
             fail(f"points.{name}", f"shape {getattr(p, name).shape}, expected {shape}")
     for name in ("xyz", "range", "intensity", "elongation"):

@@ -159,7 +159,7 @@ def table_row_to_frame(table: pa.Table, row: int = 0) -> Frame:
     if not 0 <= row < n:
         raise IndexError(f"row {row} out of range for a table of {n} rows")
     have = set(table.column_names)
-    missing = [n for n in FRAMES_SCHEMA.names if n not in have and n not in IMAGE_COLUMNS + OPTIONAL_COLUMNS]
+    missing = [c for c in FRAMES_SCHEMA.names if c not in have and c not in IMAGE_COLUMNS + OPTIONAL_COLUMNS]
     if missing:
         raise KeyError(f"columns {missing} are needed to decode a frame")
 

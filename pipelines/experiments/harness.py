@@ -276,7 +276,7 @@ def train_eval_3d(train: str, val: str, run: str, config: str, sets: list[str], 
         from ..labels.evaluate import evaluate_labels
 
         result = evaluate_labels(train, [summary["labels"]], show_progress=False,
-                                 exclude_frames=frozenset(summary["labelled_frames"]))
+                                 exclude_frames=frozenset(summary.get("labelled_frames", ())))
         res["train_labels"] = result[summary["labels"]]
     return res
 

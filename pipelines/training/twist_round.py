@@ -24,7 +24,8 @@ import torch
 from ...data.frame import BACKGROUND, CLASS_NAMES, IGNORE, NUM_CLASSES
 from ...data.label_store import LabelShard, write_label_shard
 from ...data.schema.labels import FrameLabels
-from ...pseudolabel.twist_update import mutate_box, proposal_quality, proposal_targets, proposal_update
+from ...pseudolabel.twist_update import (mutate_box, naive_update, proposal_quality, proposal_targets,
+                                          proposal_update)
 from ...train3d.infer import cluster_instances, predict_semantic
 from ...train3d.losses import decode_votes
 from ...train3d.model import make_batch
@@ -129,8 +130,6 @@ def round_labels(view, cfg, psi=None, device=None, base_semantic=None, base_inst
     0.6 on the teacher's probabilities). ``base_*``: the labels uncovered points keep (hybrid), else ignored.
     Returns what ``proposal_update`` returns, and (class (K,), kept (K,) bool) per proposal for diagnostics
     (None for ``naive``, which has no proposal-level decision)."""
-    from ...pseudolabel.twist_update import naive_update
-
     probs, prop = view["probs"], view["proposal"]
     if cfg.update == "naive":
         return naive_update(probs, prop, view["shifted"], base_semantic=base_semantic,

@@ -168,6 +168,7 @@ def test_bad_frames_are_rejected_before_anything_is_written(tmp_path, toy):
 
 @pytest.mark.parametrize("breakage, match", [
     (lambda f: setattr(f.points, "intensity", f.points.intensity[:-1]), r"points\.intensity: shape \(499,\)"),
+    (lambda f: setattr(f.points, "elongation", None), r"points\.elongation: missing"),  # only a reader may omit it
     (lambda f: f.boxes2d.xyxy.__setitem__(0, [40, 2, 60, 12]), r"boxes2d\.xyxy: box 0 .* outside camera 1"),
     (lambda f: f.boxes2d.xyxy.__setitem__(0, [5, 2, 5, 12]), "x2 <= x1"),
     (lambda f: f.boxes2d.camera_id.__setitem__(0, 4), r"boxes2d\.camera_id: boxes on camera 4"),
